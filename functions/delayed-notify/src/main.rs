@@ -1,0 +1,1 @@
+fn main() { callback_core::placeholder(); }
