@@ -1,1 +1,5 @@
-fn main() { callback_core::placeholder(); }
+//! `payment3-wallet-callback-<branch>`: records wallet callbacks (SPEC 4.1). All logic is in callback-core.
+
+fn main() -> Result<(), lambda_runtime::Error> {
+    callback_core::app::run_callback::<callback_core::WalletRecords>()
+}

@@ -1,0 +1,168 @@
+//! Errors of the library, one enum per boundary. [`CallbackError`] is what a handler can fail
+//! with: each variant knows its HTTP status, its stable kind (the error log's `errorType` and the
+//! alert cooldown key) and whether a retry by the caller can help.
+
+use thiserror::Error;
+
+/// A field of the callback body that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    /// The field at fault (`body` when the body as a whole is wrong).
+    pub field: &'static str,
+    /// What is wrong, in words a gateway engineer can act on.
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A failed call to DynamoDB (or its in-memory stand-in).
+#[derive(Debug, Clone, Error)]
+#[error("{operation} on table {table} failed: {message}")]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub table: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(operation: &'static str, table: &str, message: impl ToString) -> Self {
+        StoreError {
+            operation,
+            table: table.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A failed Lambda invoke.
+#[derive(Debug, Clone, Error)]
+#[error("invoking {function} failed: {message}")]
+pub struct InvokeError {
+    pub function: String,
+    pub message: String,
+}
+
+/// A failed e-mail.
+#[derive(Debug, Clone, Error)]
+#[error("sending e-mail failed: {0}")]
+pub struct MailError(pub String);
+
+/// A secret that could not be read or has no usable key.
+#[derive(Debug, Clone, Error)]
+#[error("secret {name}: {message}")]
+pub struct SecretError {
+    pub name: String,
+    pub message: String,
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, Clone, Error)]
+pub enum ConfigError {
+    #[error("environment variable {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Everything a callback handler can fail with.
+#[derive(Debug, Error)]
+pub enum CallbackError {
+    /// The body is not a valid callback: 400, not retried (the same body fails the same way).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The body exceeds the size limit: 413.
+    #[error("body is {size} bytes, over the limit of {limit} bytes")]
+    BodyTooLarge { size: usize, limit: usize },
+    /// The KBank checksum is missing or wrong: 401.
+    #[error("checksum verification failed: {0}")]
+    Checksum(String),
+    /// DynamoDB failed: 500 so the gateway retries.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The process-paid (or delayed-notify) invoke failed: 500 so the gateway retries.
+    #[error(transparent)]
+    Dispatch(#[from] InvokeError),
+    /// The secret could not be read: 500, retry.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Anything else that should not happen: 500, retry.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CallbackError {
+    /// The HTTP status a gateway sees.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallbackError::Invalid(_) => 400,
+            CallbackError::BodyTooLarge { .. } => 413,
+            CallbackError::Checksum(_) => 401,
+            CallbackError::Store(_)
+            | CallbackError::Dispatch(_)
+            | CallbackError::Secret(_)
+            | CallbackError::Internal(_) => 500,
+        }
+    }
+
+    /// Stable name of the kind of failure: the error log's `errorType`, the alert cooldown key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallbackError::Invalid(_) => "ValidationError",
+            CallbackError::BodyTooLarge { .. } => "BodyTooLarge",
+            CallbackError::Checksum(_) => "ChecksumError",
+            CallbackError::Store(_) => "StoreError",
+            CallbackError::Dispatch(_) => "DispatchError",
+            CallbackError::Secret(_) => "SecretError",
+            CallbackError::Internal(_) => "InternalError",
+        }
+    }
+
+    /// Whether the caller retrying the same request can succeed.
+    pub fn retryable(&self) -> bool {
+        self.status() >= 500
+    }
+
+    /// What the response may say: the validation message, or `internal error` and the request id.
+    /// Never an AWS error text, a stack trace or a secret.
+    pub fn public_message(&self, request_id: &str) -> String {
+        match self {
+            CallbackError::Invalid(e) => e.message.clone(),
+            CallbackError::BodyTooLarge { .. } => self.to_string(),
+            CallbackError::Checksum(_) => "checksum verification failed".to_string(),
+            _ => format!("internal error (request id {request_id})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_failures_do_not_leak_their_text() {
+        let err = CallbackError::Store(StoreError::new(
+            "PutItem",
+            "payment3-x-dev",
+            "ResourceNotFoundException: arn:aws:dynamodb:...",
+        ));
+        assert_eq!(err.status(), 500);
+        assert!(err.retryable());
+        let public = err.public_message("req-1");
+        assert_eq!(public, "internal error (request id req-1)");
+    }
+
+    #[test]
+    fn validation_failures_say_what_is_wrong() {
+        let err = CallbackError::from(ValidationError::new("orderId", "orderId is required"));
+        assert_eq!(err.status(), 400);
+        assert!(!err.retryable());
+        assert_eq!(err.kind(), "ValidationError");
+        assert_eq!(err.public_message("r"), "orderId is required");
+    }
+}

@@ -1,0 +1,345 @@
+//! From a Lambda event to a [`Delivery`], and from a [`Reply`] back to a Lambda response.
+//!
+//! HTTP events (API Gateway REST v1, HTTP API v2, function URLs) are read with lambda_http, which
+//! decodes base64 bodies. Anything else is a direct invocation: `{"body": "<json text>"}`,
+//! `{"body": {...}}` or the callback object itself, as the original accepted.
+//! Reading an event never fails: what cannot be understood becomes a body that fails validation.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use lambda_http::{request::RequestContext, RequestExt};
+use serde_json::{json, Map, Value};
+
+use crate::callback::parse_object;
+use crate::error::{CallbackError, ValidationError};
+use crate::redact::{redact_headers, redact_value};
+
+/// Bodies larger than this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How the function was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// API Gateway REST proxy (payload v1).
+    RestV1,
+    /// HTTP API or function URL (payload v2).
+    HttpV2,
+    /// `lambda invoke` / another function, without an HTTP envelope.
+    Direct,
+}
+
+/// The body as received.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Empty,
+    /// UTF-8 text (a base64 body is decoded first).
+    Text(String),
+    /// Bytes that are not UTF-8.
+    Binary(Vec<u8>),
+    /// An already-parsed object (direct invocation).
+    Object(Map<String, Value>),
+}
+
+/// One delivery of a callback, as read from the Lambda event.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub request_id: String,
+    pub received_at: DateTime<Utc>,
+    pub kind: EventKind,
+    /// Header names lower-cased, secret values redacted.
+    pub headers: BTreeMap<String, String>,
+    pub source_ip: Option<String>,
+    pub body: Body,
+    /// The whole event, redacted: what goes into records and the error log.
+    pub event: Value,
+}
+
+fn is_http_event(event: &Value) -> bool {
+    event.get("requestContext").is_some_and(Value::is_object)
+        || event.get("httpMethod").is_some()
+        || event.get("routeKey").is_some()
+}
+
+impl Delivery {
+    pub fn from_event(event: Value, request_id: &str, received_at: DateTime<Utc>) -> Self {
+        let redacted = redact_value(&event);
+        let base = Delivery {
+            request_id: request_id.to_string(),
+            received_at,
+            kind: EventKind::Direct,
+            headers: BTreeMap::new(),
+            source_ip: None,
+            body: Body::Empty,
+            event: redacted,
+        };
+        if is_http_event(&event) {
+            if let Ok(request) = lambda_http::request::from_str(&event.to_string()) {
+                return base.from_http(request);
+            }
+        }
+        Delivery {
+            body: direct_body(event),
+            ..base
+        }
+    }
+
+    fn from_http(self, request: lambda_http::Request) -> Self {
+        let (kind, source_ip) = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(ctx)) => {
+                (EventKind::RestV1, ctx.identity.source_ip.clone())
+            }
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                (EventKind::HttpV2, ctx.http.source_ip.clone())
+            }
+            _ => (EventKind::RestV1, None),
+        };
+        let headers = redact_headers(
+            request
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+        );
+        let body = match request.into_body() {
+            lambda_http::Body::Empty => Body::Empty,
+            lambda_http::Body::Text(t) => Body::Text(t),
+            lambda_http::Body::Binary(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Body::Text(text),
+                Err(e) => Body::Binary(e.into_bytes()),
+            },
+            _ => Body::Empty,
+        };
+        Delivery {
+            kind,
+            source_ip,
+            headers,
+            body,
+            ..self
+        }
+    }
+
+    /// Size of the body in bytes (the JSON text length for a parsed object).
+    pub fn body_len(&self) -> usize {
+        match &self.body {
+            Body::Empty => 0,
+            Body::Text(t) => t.len(),
+            Body::Binary(b) => b.len(),
+            Body::Object(o) => Value::Object(o.clone()).to_string().len(),
+        }
+    }
+
+    /// SPEC 4: over 64 KiB is refused before parsing.
+    pub fn check_size(&self) -> Result<(), CallbackError> {
+        let size = self.body_len();
+        if size > MAX_BODY_BYTES {
+            return Err(CallbackError::BodyTooLarge {
+                size,
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// The body as a JSON object.
+    pub fn body_object(&self) -> Result<Map<String, Value>, ValidationError> {
+        match &self.body {
+            Body::Empty => Err(ValidationError::new("body", "body is empty")),
+            Body::Text(t) => parse_object(t),
+            Body::Binary(_) => Err(ValidationError::new("body", "body is not UTF-8 text")),
+            Body::Object(o) => Ok(o.clone()),
+        }
+    }
+
+    /// The body as text for storage: text as received, an object as JSON, bytes as base64.
+    pub fn body_text(&self) -> (String, &'static str) {
+        use base64::Engine as _;
+        match &self.body {
+            Body::Empty => (String::new(), "text"),
+            Body::Text(t) => (t.clone(), "text"),
+            Body::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(b), "base64"),
+            Body::Object(o) => (Value::Object(o.clone()).to_string(), "json"),
+        }
+    }
+}
+
+fn direct_body(event: Value) -> Body {
+    let Value::Object(mut map) = event else {
+        return match event {
+            Value::String(s) if s.is_empty() => Body::Empty,
+            Value::String(s) => Body::Text(s),
+            Value::Null => Body::Empty,
+            other => Body::Text(other.to_string()),
+        };
+    };
+    match map.remove("body") {
+        // The original: event.get("body", event).
+        None => Body::Object(map),
+        Some(Value::Null) => Body::Empty,
+        Some(Value::String(s)) if s.is_empty() => Body::Empty,
+        Some(Value::String(s)) => {
+            let base64 = map.get("isBase64Encoded").and_then(Value::as_bool) == Some(true);
+            if base64 {
+                decode_base64(&s)
+            } else {
+                Body::Text(s)
+            }
+        }
+        Some(Value::Object(o)) => Body::Object(o),
+        Some(other) => Body::Text(other.to_string()),
+    }
+}
+
+fn decode_base64(text: &str) -> Body {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => Body::Text(t),
+            Err(e) => Body::Binary(e.into_bytes()),
+        },
+        // Not base64 after all: keep the text so validation names the problem.
+        Err(_) => Body::Text(text.to_string()),
+    }
+}
+
+/// A response, in the API Gateway proxy shape that v1, v2, function URLs and direct callers read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &Value) -> Self {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn html(status: u16, body: String) -> Self {
+        Reply {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body,
+        }
+    }
+
+    /// The Lambda response object.
+    pub fn into_event(self) -> Value {
+        json!({
+            "statusCode": self.status,
+            "headers": {"Content-Type": self.content_type},
+            "body": self.body,
+            "isBase64Encoded": false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap()
+    }
+
+    fn rest_v1(body: Value, base64: bool) -> Value {
+        json!({
+            "resource": "/wallet/callback",
+            "path": "/wallet/callback",
+            "httpMethod": "POST",
+            "headers": {"Content-Type": "application/json", "X-Api-Key": "secret-value"},
+            "multiValueHeaders": {"Content-Type": ["application/json"], "X-Api-Key": ["secret-value"]},
+            "queryStringParameters": null,
+            "requestContext": {
+                "resourcePath": "/wallet/callback", "httpMethod": "POST", "path": "/dev/wallet/callback",
+                "stage": "dev", "requestId": "r-1", "accountId": "123456789012", "apiId": "abc",
+                "identity": {"sourceIp": "203.0.113.9"}
+            },
+            "body": body,
+            "isBase64Encoded": base64
+        })
+    }
+
+    #[test]
+    fn reads_a_rest_v1_event() {
+        let d = Delivery::from_event(rest_v1(json!("{\"a\":1}"), false), "req", now());
+        assert_eq!(d.kind, EventKind::RestV1);
+        assert_eq!(d.source_ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+        assert_eq!(d.headers["x-api-key"], crate::redact::REDACTED);
+        assert!(!d.event.to_string().contains("secret-value"));
+    }
+
+    #[test]
+    fn decodes_a_base64_body() {
+        // python3 -c "import base64;print(base64.b64encode(b'{\"a\":1}').decode())"
+        let d = Delivery::from_event(rest_v1(json!("eyJhIjoxfQ=="), true), "req", now());
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+    }
+
+    #[test]
+    fn reads_an_http_api_v2_event() {
+        let event = json!({
+            "version": "2.0", "routeKey": "POST /wallet/callback", "rawPath": "/wallet/callback",
+            "rawQueryString": "", "headers": {"content-type": "application/json"},
+            "requestContext": {"accountId": "1", "apiId": "a", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": "POST", "path": "/wallet/callback", "protocol": "HTTP/1.1",
+                         "sourceIp": "198.51.100.7", "userAgent": "gw"},
+                "requestId": "r", "routeKey": "POST /wallet/callback", "stage": "$default",
+                "time": "21/Nov/2026:00:00:00 +0000", "timeEpoch": 0},
+            "body": "{\"b\":2}", "isBase64Encoded": false
+        });
+        let d = Delivery::from_event(event, "req", now());
+        assert_eq!(d.kind, EventKind::HttpV2);
+        assert_eq!(d.source_ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(d.body, Body::Text("{\"b\":2}".into()));
+    }
+
+    #[test]
+    fn reads_direct_invocations_like_the_original() {
+        let text = Delivery::from_event(json!({"body": "{\"a\":1}"}), "r", now());
+        assert_eq!(text.kind, EventKind::Direct);
+        assert_eq!(text.body, Body::Text("{\"a\":1}".into()));
+        let nested = Delivery::from_event(json!({"body": {"a": 1}}), "r", now());
+        assert_eq!(nested.body_object().unwrap()["a"], 1);
+        let bare = Delivery::from_event(json!({"orderId": "1"}), "r", now());
+        assert_eq!(bare.body_object().unwrap()["orderId"], "1");
+        let empty = Delivery::from_event(json!({"body": ""}), "r", now());
+        assert_eq!(empty.body_object().unwrap_err().message, "body is empty");
+        let weird = Delivery::from_event(json!([1, 2]), "r", now());
+        assert!(weird.body_object().is_err());
+    }
+
+    #[test]
+    fn refuses_oversized_bodies_before_parsing() {
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        let d = Delivery::from_event(rest_v1(json!(big), false), "r", now());
+        let err = d.check_size().unwrap_err();
+        assert_eq!(err.status(), 413);
+        let exact = "x".repeat(MAX_BODY_BYTES);
+        assert!(Delivery::from_event(rest_v1(json!(exact), false), "r", now())
+            .check_size()
+            .is_ok());
+    }
+
+    #[test]
+    fn non_utf8_bodies_are_kept_as_base64() {
+        // 0xff 0xfe is not UTF-8.
+        let d = Delivery::from_event(rest_v1(json!("//4="), true), "r", now());
+        assert_eq!(d.body, Body::Binary(vec![0xff, 0xfe]));
+        assert_eq!(d.body_text(), ("//4=".to_string(), "base64"));
+        assert_eq!(d.body_object().unwrap_err().message, "body is not UTF-8 text");
+    }
+
+    #[test]
+    fn reply_has_the_proxy_shape() {
+        let r = Reply::json(200, &json!({"success": true})).into_event();
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(r["headers"]["Content-Type"], "application/json");
+        assert_eq!(r["body"], "{\"success\":true}");
+    }
+}

@@ -1,0 +1,386 @@
+//! The error path of every function (SPEC 6): an error-log item, a Sentry event (tagged and
+//! flushed before the handler returns), and an SES alert at most once per cooldown for the same
+//! function and error kind. Reporting never fails the function: each step that fails is logged
+//! and the next one still runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::clock::isoformat;
+use crate::config::Settings;
+use crate::error::CallbackError;
+use crate::item::{DecodeError, Item, ItemBuilder, ItemReader};
+use crate::ports::{AlertGate, ErrorLogStore, Mail, Mailer};
+use crate::redact::{redact_text, redact_value};
+
+/// One item of `payment3-callback-error-log-<branch>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorLogEntry {
+    pub id: String,
+    pub function_name: String,
+    pub error: String,
+    pub error_type: String,
+    pub order_id: Option<String>,
+    pub charge_id: Option<String>,
+    /// The event, redacted.
+    pub event: Option<Value>,
+    pub request_id: String,
+    pub status: u16,
+    pub created_at: String,
+    pub ttl: i64,
+}
+
+impl ErrorLogEntry {
+    pub fn to_item(&self) -> Item {
+        ItemBuilder::new()
+            .unicode("id", &self.id)
+            .unicode("function_name", &self.function_name)
+            .unicode("error", &self.error)
+            .unicode("errorType", &self.error_type)
+            .unicode_opt("orderId", self.order_id.clone())
+            .unicode_opt("chargeId", self.charge_id.clone())
+            .json_opt("event", self.event.as_ref())
+            .unicode("requestId", &self.request_id)
+            .integer("status", self.status.into())
+            .unicode("created_at", &self.created_at)
+            .integer("ttl", self.ttl)
+            .build()
+    }
+
+    pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
+        let r = ItemReader(item);
+        Ok(ErrorLogEntry {
+            id: r.unicode("id")?.into(),
+            function_name: r.unicode("function_name")?.into(),
+            error: r.unicode("error")?.into(),
+            error_type: r.unicode("errorType")?.into(),
+            order_id: r.unicode_opt("orderId")?.map(String::from),
+            charge_id: r.unicode_opt("chargeId")?.map(String::from),
+            event: r.json_opt("event")?,
+            request_id: r.unicode_opt("requestId")?.unwrap_or_default().into(),
+            status: r
+                .number_opt("status")?
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0) as u16,
+            created_at: r.unicode("created_at")?.into(),
+            ttl: r
+                .number_opt("ttl")?
+                .and_then(|n| n.as_i64())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// What went wrong, and where.
+pub struct Incident<'a> {
+    /// `walletcallback`, `notify`, ...: the error log's `function_name` and the Sentry tag.
+    pub function: &'a str,
+    pub error: &'a CallbackError,
+    pub order_id: Option<&'a str>,
+    pub charge_id: Option<&'a str>,
+    /// The event (already redacted by [`crate::inbound::Delivery`], redacted again here).
+    pub event: &'a Value,
+    pub request_id: &'a str,
+}
+
+/// Sends incidents down the error path.
+pub struct IncidentReporter {
+    settings: Arc<Settings>,
+    errors: Arc<dyn ErrorLogStore>,
+    gate: Arc<dyn AlertGate>,
+    mailer: Arc<dyn Mailer>,
+    /// Per-container cooldown in front of the shared one: a flood in one container costs no
+    /// DynamoDB calls, and alerts stay limited while DynamoDB itself is down.
+    local_gate: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl IncidentReporter {
+    pub fn new(
+        settings: Arc<Settings>,
+        errors: Arc<dyn ErrorLogStore>,
+        gate: Arc<dyn AlertGate>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Self {
+        IncidentReporter {
+            settings,
+            errors,
+            gate,
+            mailer,
+            local_gate: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the whole error path. Never fails.
+    pub async fn report(&self, incident: Incident<'_>, now: DateTime<Utc>) {
+        let error_text = redact_text(&incident.error.to_string());
+        let kind = incident.error.kind();
+        tracing::error!(
+            function = incident.function,
+            error_type = kind,
+            order_id = incident.order_id,
+            charge_id = incident.charge_id,
+            request_id = incident.request_id,
+            error = %error_text,
+            "callback failed"
+        );
+
+        let entry = ErrorLogEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            function_name: incident.function.to_string(),
+            error: error_text.clone(),
+            error_type: kind.to_string(),
+            order_id: incident.order_id.map(String::from),
+            charge_id: incident.charge_id.map(String::from),
+            event: Some(redact_value(incident.event)),
+            request_id: incident.request_id.to_string(),
+            status: incident.error.status(),
+            created_at: isoformat(now),
+            ttl: now.timestamp() + self.settings.error_log_ttl.as_secs() as i64,
+        };
+        if let Err(e) = self
+            .errors
+            .put_error(&self.settings.tables.callback_error_log, &entry)
+            .await
+        {
+            tracing::error!(error = %e, "could not write the error log item");
+        }
+
+        capture_in_sentry(&incident, &error_text).await;
+        self.alert(&incident, kind, &error_text, now).await;
+    }
+
+    async fn alert(&self, incident: &Incident<'_>, kind: &str, error_text: &str, now: DateTime<Utc>) {
+        let alerts = &self.settings.alerts;
+        let Some(from) = alerts.from.clone().filter(|_| !alerts.to.is_empty()) else {
+            tracing::warn!("ALERT_EMAIL_FROM or ALERT_EMAIL_TO is not set: no alert e-mail");
+            return;
+        };
+        let key = format!("{}#{}", incident.function, kind);
+        if !self.local_gate_open(&key, now, alerts.cooldown) {
+            tracing::info!(key, "alert suppressed: cooldown (this container)");
+            return;
+        }
+        match self
+            .gate
+            .try_open(&self.settings.tables.alert_cooldown, &key, now, alerts.cooldown)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(key, "alert suppressed: cooldown");
+                return;
+            }
+            // Fail open: an alert while DynamoDB is down matters more than a duplicate.
+            Err(e) => tracing::warn!(error = %e, "alert cooldown unavailable; sending"),
+        }
+        let mail = Mail {
+            from,
+            to: alerts.to.clone(),
+            subject: format!(
+                "[payment3][{}] {} error",
+                self.settings.branch, incident.function
+            ),
+            body: format!(
+                "Function: {}\nError type: {}\nError: {}\nOrder: {}\nCharge: {}\nRequest id: {}\n\
+                 Further alerts of this kind are held for {} s; every occurrence is in {}.\n\nEvent:\n{}\n",
+                incident.function,
+                kind,
+                error_text,
+                incident.order_id.unwrap_or("-"),
+                incident.charge_id.unwrap_or("-"),
+                incident.request_id,
+                alerts.cooldown.as_secs(),
+                self.settings.tables.callback_error_log,
+                serde_json::to_string_pretty(&redact_value(incident.event)).unwrap_or_default(),
+            ),
+        };
+        if let Err(e) = self.mailer.send(&mail).await {
+            tracing::error!(error = %e, "could not send the alert e-mail");
+        }
+    }
+
+    fn local_gate_open(&self, key: &str, now: DateTime<Utc>, cooldown: Duration) -> bool {
+        let mut sent = self.local_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let cooldown = chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
+        match sent.get(key) {
+            Some(last) if now.signed_duration_since(*last) < cooldown => false,
+            _ => {
+                sent.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+async fn capture_in_sentry(incident: &Incident<'_>, error_text: &str) {
+    let enabled = sentry::Hub::current()
+        .client()
+        .is_some_and(|c| c.is_enabled());
+    if !enabled {
+        return;
+    }
+    sentry::with_scope(
+        |scope| {
+            if let Some(o) = incident.order_id {
+                scope.set_tag("orderId", o);
+            }
+            if let Some(c) = incident.charge_id {
+                scope.set_tag("chargeId", c);
+            }
+            scope.set_tag("function", incident.function);
+            scope.set_tag("errorType", incident.error.kind());
+            scope.set_extra("requestId", incident.request_id.into());
+        },
+        || sentry::capture_message(error_text, sentry::Level::Error),
+    );
+    // Lambda may freeze the container as soon as the handler returns: flush now.
+    let _ = tokio::task::spawn_blocking(|| {
+        if let Some(client) = sentry::Hub::current().client() {
+            client.flush(Some(Duration::from_secs(2)));
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{StoreError, ValidationError};
+    use crate::memory::MemoryAws;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn reporter(aws: &Arc<MemoryAws>) -> IncidentReporter {
+        IncidentReporter::new(
+            Arc::new(Settings::for_branch("dev")),
+            aws.clone(),
+            aws.clone(),
+            aws.clone(),
+        )
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    }
+
+    #[tokio::test]
+    async fn writes_an_error_log_item_and_one_alert_per_cooldown() {
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let err = CallbackError::from(ValidationError::new("success", "success is required in body"));
+        let event = json!({"body": "{\"secretKey\": \"skey_abc\"}"});
+        for second in [0, 10, 299] {
+            r.report(
+                Incident {
+                    function: "walletcallback",
+                    error: &err,
+                    order_id: Some("1"),
+                    charge_id: None,
+                    event: &event,
+                    request_id: "req",
+                },
+                at(second),
+            )
+            .await;
+        }
+        let logged = aws.error_log("payment3-callback-error-log-dev");
+        assert_eq!(logged.len(), 3);
+        assert_eq!(logged[0].error_type, "ValidationError");
+        assert_eq!(logged[0].function_name, "walletcallback");
+        assert!(!logged[0].event.as_ref().unwrap().to_string().contains("skey_abc"));
+        let mails = aws.mails();
+        assert_eq!(mails.len(), 1, "one alert within the cooldown");
+        assert_eq!(mails[0].subject, "[payment3][dev] walletcallback error");
+        assert!(!mails[0].body.contains("skey_abc"));
+
+        // After the cooldown, the next incident alerts again.
+        r.report(
+            Incident {
+                function: "walletcallback",
+                error: &err,
+                order_id: None,
+                charge_id: None,
+                event: &event,
+                request_id: "req",
+            },
+            at(301),
+        )
+        .await;
+        assert_eq!(aws.mails().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_cooldown_is_shared_between_containers() {
+        let aws = Arc::new(MemoryAws::default());
+        // Two reporters: two Lambda containers over the same cooldown table.
+        let (a, b) = (reporter(&aws), reporter(&aws));
+        let err = CallbackError::from(ValidationError::new("body", "body is empty"));
+        let event = json!({});
+        for r in [&a, &b] {
+            r.report(
+                Incident {
+                    function: "amexcallback",
+                    error: &err,
+                    order_id: None,
+                    charge_id: None,
+                    event: &event,
+                    request_id: "r",
+                },
+                at(5),
+            )
+            .await;
+        }
+        assert_eq!(aws.mails().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_mailer_or_store_does_not_stop_the_error_path() {
+        let aws = Arc::new(MemoryAws::default());
+        aws.fail_mail(true);
+        aws.fail_store(true);
+        let r = reporter(&aws);
+        let err = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
+        r.report(
+            Incident {
+                function: "walletcallback",
+                error: &err,
+                order_id: None,
+                charge_id: None,
+                event: &json!({}),
+                request_id: "r",
+            },
+            at(0),
+        )
+        .await;
+        // Nothing panicked, nothing was written, and the attempt was made.
+        assert!(aws.error_log("payment3-callback-error-log-dev").is_empty());
+        assert_eq!(aws.mail_attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn different_error_kinds_have_their_own_cooldown() {
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let invalid = CallbackError::from(ValidationError::new("body", "body is empty"));
+        let store = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
+        for err in [&invalid, &store] {
+            r.report(
+                Incident {
+                    function: "walletcallback",
+                    error: err,
+                    order_id: None,
+                    charge_id: None,
+                    event: &json!({}),
+                    request_id: "r",
+                },
+                at(0),
+            )
+            .await;
+        }
+        assert_eq!(aws.mails().len(), 2);
+    }
+}

@@ -1,0 +1,303 @@
+//! In-memory stand-ins for every port, for unit tests of the logic. They keep items in the same
+//! encodings as the DynamoDB adapter and apply the same conditions, so a test can decode what
+//! a handler "wrote". They are never the proof that a function works against AWS: the
+//! end-to-end tests in `tests/` run the real adapters against moto.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{InvokeError, MailError, SecretError, StoreError};
+use crate::inbox::{InboxEntry, InboxOutcome};
+use crate::incident::ErrorLogEntry;
+use crate::item::{Attr, Item};
+use crate::ports::{
+    AlertGate, CallbackRecordStore, ErrorLogStore, InboxStore, Invoker, Mail, Mailer, SaveOutcome,
+    SecretSource,
+};
+use crate::record::CallbackRecord;
+
+/// How a function was invoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvocationType {
+    Event,
+    RequestResponse,
+}
+
+/// One recorded invocation.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    pub function: String,
+    pub payload: Vec<u8>,
+    pub kind: InvocationType,
+}
+
+/// Every port in memory. Tables are maps from a key string to an item.
+#[derive(Default)]
+pub struct MemoryAws {
+    tables: Mutex<HashMap<String, BTreeMap<String, Item>>>,
+    invocations: Mutex<Vec<Invocation>>,
+    sync_responses: Mutex<HashMap<String, Vec<u8>>>,
+    mails: Mutex<Vec<Mail>>,
+    mail_attempts: AtomicUsize,
+    secrets: Mutex<HashMap<String, String>>,
+    secret_reads: AtomicUsize,
+    fail_store: AtomicBool,
+    fail_invoke: AtomicBool,
+    fail_mail: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryAws {
+    /// Makes every store call fail, as DynamoDB does when it is unreachable.
+    pub fn fail_store(&self, fail: bool) {
+        self.fail_store.store(fail, Ordering::SeqCst);
+    }
+    pub fn fail_invoke(&self, fail: bool) {
+        self.fail_invoke.store(fail, Ordering::SeqCst);
+    }
+    pub fn fail_mail(&self, fail: bool) {
+        self.fail_mail.store(fail, Ordering::SeqCst);
+    }
+
+    fn check_store(&self, operation: &'static str, table: &str) -> Result<(), StoreError> {
+        if self.fail_store.load(Ordering::SeqCst) {
+            Err(StoreError::new(operation, table, "connection refused (simulated)"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Every item of a table, in key order.
+    pub fn items(&self, table: &str) -> Vec<Item> {
+        lock(&self.tables)
+            .get(table)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One item by key string (the hash key, or `hash|range`).
+    pub fn item(&self, table: &str, key: &str) -> Option<Item> {
+        lock(&self.tables).get(table).and_then(|t| t.get(key).cloned())
+    }
+
+    /// Puts an item directly, as another system (or the original) would.
+    pub fn put_item(&self, table: &str, key: &str, item: Item) {
+        lock(&self.tables)
+            .entry(table.to_string())
+            .or_default()
+            .insert(key.to_string(), item);
+    }
+
+    /// Runs `f` on a table under the lock: the conditional-write primitive of this fake.
+    pub fn with_table<R>(&self, table: &str, f: impl FnOnce(&mut BTreeMap<String, Item>) -> R) -> R {
+        let mut tables = lock(&self.tables);
+        f(tables.entry(table.to_string()).or_default())
+    }
+
+    pub fn callback_record(&self, table: &str, order_id: &str) -> Option<CallbackRecord> {
+        self.item(table, order_id)
+            .map(|i| CallbackRecord::from_item(&i).expect("stored record decodes"))
+    }
+
+    pub fn inbox(&self, table: &str) -> Vec<InboxEntry> {
+        self.items(table)
+            .iter()
+            .map(|i| InboxEntry::from_item(i).expect("inbox entry decodes"))
+            .collect()
+    }
+
+    pub fn error_log(&self, table: &str) -> Vec<ErrorLogEntry> {
+        let mut entries: Vec<ErrorLogEntry> = self
+            .items(table)
+            .iter()
+            .map(|i| ErrorLogEntry::from_item(i).expect("error log item decodes"))
+            .collect();
+        entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        entries
+    }
+
+    pub fn invocations(&self) -> Vec<Invocation> {
+        lock(&self.invocations).clone()
+    }
+
+    /// What a synchronous invoke of `function` answers.
+    pub fn set_sync_response(&self, function: &str, payload: &[u8]) {
+        lock(&self.sync_responses).insert(function.to_string(), payload.to_vec());
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        lock(&self.mails).clone()
+    }
+
+    pub fn mail_attempts(&self) -> usize {
+        self.mail_attempts.load(Ordering::SeqCst)
+    }
+
+    pub fn set_secret(&self, name: &str, value: &str) {
+        lock(&self.secrets).insert(name.to_string(), value.to_string());
+    }
+
+    /// How many times a secret was read (to check caching).
+    pub fn secret_reads(&self) -> usize {
+        self.secret_reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl CallbackRecordStore for MemoryAws {
+    async fn save_callback(
+        &self,
+        table: &str,
+        record: &CallbackRecord,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.check_store("UpdateItem", table)?;
+        Ok(self.with_table(table, |t| {
+            let existing = t.get(&record.order_id);
+            if !record.success
+                && existing.is_some_and(|i| i.get("success") == Some(&Attr::Bool(true)))
+            {
+                return SaveOutcome::KeptEarlierSuccess;
+            }
+            let mut item = record.to_item();
+            if let Some(created) = existing.and_then(|i| i.get("created_at")) {
+                item.insert("created_at".into(), created.clone());
+            }
+            t.insert(record.order_id.clone(), item);
+            SaveOutcome::Written
+        }))
+    }
+}
+
+#[async_trait]
+impl InboxStore for MemoryAws {
+    async fn append(&self, table: &str, entry: &InboxEntry) -> Result<(), StoreError> {
+        self.check_store("PutItem", table)?;
+        let key = format!("{}|{}", entry.order_id, entry.sort_key());
+        self.with_table(table, |t| {
+            // The same key is the same delivery (a Lambda retry): already kept.
+            t.entry(key).or_insert_with(|| entry.to_item());
+            Ok(())
+        })
+    }
+
+    async fn set_outcome(
+        &self,
+        table: &str,
+        entry: &InboxEntry,
+        outcome: &InboxOutcome,
+    ) -> Result<(), StoreError> {
+        self.check_store("UpdateItem", table)?;
+        let key = format!("{}|{}", entry.order_id, entry.sort_key());
+        let mut updated = entry.clone();
+        updated.outcome = outcome.clone();
+        self.with_table(table, |t| t.insert(key, updated.to_item()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ErrorLogStore for MemoryAws {
+    async fn put_error(&self, table: &str, entry: &ErrorLogEntry) -> Result<(), StoreError> {
+        self.check_store("PutItem", table)?;
+        self.with_table(table, |t| t.insert(entry.id.clone(), entry.to_item()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AlertGate for MemoryAws {
+    async fn try_open(
+        &self,
+        table: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check_store("UpdateItem", table)?;
+        let cutoff = now.timestamp() - cooldown.as_secs() as i64;
+        Ok(self.with_table(table, |t| {
+            let last = t.get(key).and_then(|i| match i.get("sentAt") {
+                Some(Attr::N(n)) => n.parse::<i64>().ok(),
+                _ => None,
+            });
+            if last.is_some_and(|l| l > cutoff) {
+                return false;
+            }
+            let mut item = Item::new();
+            item.insert("alertKey".into(), Attr::S(key.into()));
+            item.insert("sentAt".into(), Attr::N(now.timestamp().to_string()));
+            t.insert(key.to_string(), item);
+            true
+        }))
+    }
+}
+
+#[async_trait]
+impl Invoker for MemoryAws {
+    async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+        if self.fail_invoke.load(Ordering::SeqCst) {
+            return Err(InvokeError {
+                function: function.into(),
+                message: "throttled (simulated)".into(),
+            });
+        }
+        lock(&self.invocations).push(Invocation {
+            function: function.into(),
+            payload: payload.to_vec(),
+            kind: InvocationType::Event,
+        });
+        Ok(())
+    }
+
+    async fn invoke_sync(&self, function: &str, payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        if self.fail_invoke.load(Ordering::SeqCst) {
+            return Err(InvokeError {
+                function: function.into(),
+                message: "throttled (simulated)".into(),
+            });
+        }
+        lock(&self.invocations).push(Invocation {
+            function: function.into(),
+            payload: payload.to_vec(),
+            kind: InvocationType::RequestResponse,
+        });
+        Ok(lock(&self.sync_responses)
+            .get(function)
+            .cloned()
+            .unwrap_or_else(|| b"{\"statusCode\":200,\"body\":\"\\\"success\\\"\"}".to_vec()))
+    }
+}
+
+#[async_trait]
+impl Mailer for MemoryAws {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.mail_attempts.fetch_add(1, Ordering::SeqCst);
+        if self.fail_mail.load(Ordering::SeqCst) {
+            return Err(MailError("MessageRejected (simulated)".into()));
+        }
+        lock(&self.mails).push(mail.clone());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SecretSource for MemoryAws {
+    async fn secret_string(&self, name: &str) -> Result<String, SecretError> {
+        self.secret_reads.fetch_add(1, Ordering::SeqCst);
+        lock(&self.secrets)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SecretError {
+                name: name.into(),
+                message: "ResourceNotFoundException (simulated)".into(),
+            })
+    }
+}

@@ -1,0 +1,115 @@
+//! Ports: what the domain needs from the outside world, one trait per capability. The AWS
+//! adapters live in [`crate::adapters`], the in-memory ones (for unit tests) in [`crate::memory`].
+//! Handlers hold them as `Arc<dyn ...>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::error::{InvokeError, MailError, SecretError, StoreError};
+use crate::inbox::{InboxEntry, InboxOutcome};
+use crate::incident::ErrorLogEntry;
+use crate::record::CallbackRecord;
+
+/// What happened to a callback record write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The record now holds this callback.
+    Written,
+    /// A stored `success: true` was kept; this `success: false` was not written over it.
+    KeptEarlierSuccess,
+}
+
+/// Callback records (wallet, bank app, Amex).
+#[async_trait]
+pub trait CallbackRecordStore: Send + Sync {
+    /// Writes the record, except over a stored success with a failure; done as one conditional
+    /// write (never read-then-write). `created_at` of an existing record is kept.
+    async fn save_callback(
+        &self,
+        table: &str,
+        record: &CallbackRecord,
+    ) -> Result<SaveOutcome, StoreError>;
+}
+
+/// The inbox of every delivery.
+#[async_trait]
+pub trait InboxStore: Send + Sync {
+    /// Appends a delivery; never overwrites another one.
+    async fn append(&self, table: &str, entry: &InboxEntry) -> Result<(), StoreError>;
+    /// Records how the delivery ended.
+    async fn set_outcome(
+        &self,
+        table: &str,
+        entry: &InboxEntry,
+        outcome: &InboxOutcome,
+    ) -> Result<(), StoreError>;
+}
+
+/// The error-log table.
+#[async_trait]
+pub trait ErrorLogStore: Send + Sync {
+    async fn put_error(&self, table: &str, entry: &ErrorLogEntry) -> Result<(), StoreError>;
+}
+
+/// The shared alert cooldown: one alert per key per cooldown, across all containers.
+#[async_trait]
+pub trait AlertGate: Send + Sync {
+    /// True when the caller may send the alert for `key` now (and the gate is now closed for
+    /// `cooldown`); false when one went out less than `cooldown` ago.
+    async fn try_open(
+        &self,
+        table: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Lambda invocations.
+#[async_trait]
+pub trait Invoker: Send + Sync {
+    /// Asynchronous (`Event`) invoke: returns once Lambda has queued the event.
+    async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError>;
+    /// Synchronous (`RequestResponse`) invoke: returns the function's response payload; a
+    /// function error is an `Err`.
+    async fn invoke_sync(&self, function: &str, payload: &[u8]) -> Result<Vec<u8>, InvokeError>;
+}
+
+/// One e-mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Outgoing e-mail (SES).
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}
+
+/// Secrets Manager.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The secret's `SecretString`.
+    async fn secret_string(&self, name: &str) -> Result<String, SecretError>;
+}
+
+/// The ports every function needs, built once per container.
+#[derive(Clone)]
+pub struct Ports {
+    pub records: Arc<dyn CallbackRecordStore>,
+    pub inbox: Arc<dyn InboxStore>,
+    pub errors: Arc<dyn ErrorLogStore>,
+    pub alert_gate: Arc<dyn AlertGate>,
+    pub invoker: Arc<dyn Invoker>,
+    pub mailer: Arc<dyn Mailer>,
+    pub secrets: Arc<dyn SecretSource>,
+    pub clock: Arc<dyn Clock>,
+}

@@ -1,0 +1,441 @@
+//! [`CallbackProcessor`]: the whole of SPEC 4.1 for the wallet, bank-app and Amex callbacks,
+//! which differ only in their [`RecordTable`]. One road: event -> delivery -> inbox -> validated
+//! payload -> record -> dispatch -> reply; a failure at any step takes the error path.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::callback::{aliased, CallbackPayload};
+use crate::config::Settings;
+use crate::error::CallbackError;
+use crate::inbound::{Delivery, Reply};
+use crate::inbox::{InboxEntry, InboxOutcome};
+use crate::incident::{Incident, IncidentReporter};
+use crate::ports::{Ports, SaveOutcome};
+use crate::record::{CallbackRecord, RecordTable};
+
+/// Handles one kind of callback.
+pub struct CallbackProcessor<R: RecordTable> {
+    settings: Arc<Settings>,
+    ports: Ports,
+    reporter: IncidentReporter,
+    _table: PhantomData<R>,
+}
+
+impl<R: RecordTable> CallbackProcessor<R> {
+    pub fn new(settings: Arc<Settings>, ports: Ports) -> Self {
+        let reporter = IncidentReporter::new(
+            settings.clone(),
+            ports.errors.clone(),
+            ports.alert_gate.clone(),
+            ports.mailer.clone(),
+        );
+        CallbackProcessor {
+            settings,
+            ports,
+            reporter,
+            _table: PhantomData,
+        }
+    }
+
+    /// Handles one Lambda event and returns the Lambda response. Never fails, never panics on
+    /// input: every failure is a response with its status, after the error path.
+    pub async fn handle(&self, event: Value, request_id: &str) -> Value {
+        let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
+        let order_id = delivery
+            .body_object()
+            .ok()
+            .and_then(|b| aliased(&b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from)));
+        let mut entry = InboxEntry::received(
+            &delivery,
+            R::FUNCTION,
+            order_id.as_deref(),
+            self.settings.inbox_ttl.as_secs(),
+        );
+
+        // The delivery is kept before anything else can fail.
+        let inbox_table = &self.settings.tables.callback_inbox;
+        if let Err(e) = self.ports.inbox.append(inbox_table, &entry).await {
+            let err = CallbackError::from(e);
+            return self.fail(&delivery, &err, order_id.as_deref(), None).await;
+        }
+
+        let (outcome, reply) = match self.process(&delivery).await {
+            Ok((payload, outcome)) => {
+                let reply = Reply::json(
+                    200,
+                    &json!({
+                        "success": true,
+                        "message": format!("{} callback recorded successfully", R::LABEL),
+                        "orderId": payload.order_id.as_str(),
+                        "paymentId": payload.payment_id,
+                        "amount": payload.amount.as_number(),
+                    }),
+                );
+                (outcome, reply)
+            }
+            Err((err, payment_id)) => {
+                let outcome = if err.retryable() {
+                    InboxOutcome::Failed { status: err.status(), error: err.to_string() }
+                } else {
+                    InboxOutcome::Rejected { status: err.status(), error: err.to_string() }
+                };
+                let reply = self
+                    .fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
+                    .await;
+                entry.outcome = outcome.clone();
+                self.finish_inbox(&entry, &outcome).await;
+                return reply;
+            }
+        };
+        self.finish_inbox(&entry, &outcome).await;
+        tracing::info!(
+            function = R::FUNCTION,
+            order_id = order_id.as_deref(),
+            outcome = outcome.name(),
+            "callback handled"
+        );
+        reply.into_event()
+    }
+
+    /// Validate, save, dispatch. On failure also returns the payment id, if it got that far.
+    async fn process(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<(CallbackPayload, InboxOutcome), (CallbackError, Option<String>)> {
+        delivery.check_size().map_err(|e| (e, None))?;
+        let body = delivery
+            .body_object()
+            .map_err(|e| (CallbackError::from(e), None))?;
+        let payload = CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
+        let payment_id = Some(payload.payment_id.clone());
+
+        let record = CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
+        let saved = self
+            .ports
+            .records
+            .save_callback(R::table(&self.settings), &record)
+            .await
+            .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
+
+        if saved == SaveOutcome::KeptEarlierSuccess {
+            tracing::warn!(
+                order_id = payload.order_id.as_str(),
+                "success:false after a success: the success is kept"
+            );
+            return Ok((payload, InboxOutcome::KeptEarlierSuccess));
+        }
+        if !payload.success {
+            return Ok((payload, InboxOutcome::Recorded));
+        }
+        // The body as received goes on; process-paid parses it itself.
+        let dispatch = serde_json::Value::Object(payload.body.clone()).to_string();
+        self.ports
+            .invoker
+            .invoke_event(R::process_paid_function(&self.settings), dispatch.as_bytes())
+            .await
+            .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
+        Ok((payload, InboxOutcome::Dispatched))
+    }
+
+    async fn finish_inbox(&self, entry: &InboxEntry, outcome: &InboxOutcome) {
+        if let Err(e) = self
+            .ports
+            .inbox
+            .set_outcome(&self.settings.tables.callback_inbox, entry, outcome)
+            .await
+        {
+            // The delivery itself is already in the inbox; only its outcome is missing.
+            tracing::error!(error = %e, "could not record the inbox outcome");
+        }
+    }
+
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        err: &CallbackError,
+        order_id: Option<&str>,
+        payment_id: Option<&str>,
+    ) -> Value {
+        self.reporter
+            .report(
+                Incident {
+                    function: R::FUNCTION,
+                    error: err,
+                    order_id,
+                    charge_id: payment_id,
+                    event: &delivery.event,
+                    request_id: &delivery.request_id,
+                },
+                self.ports.clock.now(),
+            )
+            .await;
+        Reply::json(
+            err.status(),
+            &json!({
+                "success": false,
+                "error": err.public_message(&delivery.request_id),
+                "message": format!("Failed to process {} callback", R::LABEL.to_lowercase()),
+            }),
+        )
+        .into_event()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::memory::{InvocationType, MemoryAws};
+    use crate::record::{AmexRecords, BankAppRecords, WalletRecords};
+    use chrono::{TimeZone, Utc};
+
+    const RECORDS: &str = "payment3-wallet-callback-record-dev";
+    const INBOX: &str = "payment3-callback-inbox-dev";
+    const ERRORS: &str = "payment3-callback-error-log-dev";
+
+    struct World {
+        aws: Arc<MemoryAws>,
+        clock: Arc<ManualClock>,
+        settings: Arc<Settings>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                aws: Arc::new(MemoryAws::default()),
+                clock: Arc::new(ManualClock::new(
+                    Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+                )),
+                settings: Arc::new(Settings::for_branch("dev")),
+            }
+        }
+        fn processor<R: RecordTable>(&self) -> CallbackProcessor<R> {
+            let a = self.aws.clone();
+            CallbackProcessor::new(
+                self.settings.clone(),
+                Ports {
+                    records: a.clone(),
+                    inbox: a.clone(),
+                    errors: a.clone(),
+                    alert_gate: a.clone(),
+                    invoker: a.clone(),
+                    mailer: a.clone(),
+                    secrets: a.clone(),
+                    clock: self.clock.clone(),
+                },
+            )
+        }
+        fn tick(&self) {
+            self.clock.advance(chrono::Duration::milliseconds(1));
+        }
+    }
+
+    fn http(body: &str) -> Value {
+        json!({
+            "resource": "/wallet/callback", "path": "/wallet/callback", "httpMethod": "POST",
+            "headers": {"Content-Type": "application/json"},
+            "requestContext": {"resourcePath": "/wallet/callback", "httpMethod": "POST",
+                "stage": "dev", "requestId": "gw", "identity": {"sourceIp": "203.0.113.9"}},
+            "body": body, "isBase64Encoded": false
+        })
+    }
+
+    fn callback(success: bool) -> String {
+        json!({"orderId": "482500007436", "paymentId": "pay_1", "success": success,
+               "amount": 2339.0, "userId": "u-1", "message": "m"})
+        .to_string()
+    }
+
+    fn reply_body(reply: &Value) -> Value {
+        serde_json::from_str(reply["body"].as_str().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_success_is_recorded_dispatched_and_answered() {
+        // Given a wallet processor
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        // When a successful callback arrives
+        let reply = p.handle(http(&callback(true)), "req-1").await;
+        // Then it answers 200 with the original's body
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(reply["headers"]["Content-Type"], "application/json");
+        let body = reply_body(&reply);
+        assert_eq!(body["message"], "Wallet callback recorded successfully");
+        assert_eq!(body["orderId"], "482500007436");
+        assert_eq!(body["paymentId"], "pay_1");
+        assert_eq!(body["amount"], 2339.0);
+        // and the record, the inbox entry and the dispatch exist
+        let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
+        assert!(record.success);
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].outcome, InboxOutcome::Dispatched);
+        assert_eq!(inbox[0].source_ip.as_deref(), Some("203.0.113.9"));
+        let calls = w.aws.invocations();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].function, "payment3-process-paid-wallet-order-internal-dev");
+        assert_eq!(calls[0].kind, InvocationType::Event);
+        let sent: Value = serde_json::from_slice(&calls[0].payload).unwrap();
+        assert_eq!(sent["orderId"], "482500007436");
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_leave_one_record_two_inbox_entries_two_dispatches() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        for request in ["a", "b"] {
+            let reply = p.handle(http(&callback(true)), request).await;
+            assert_eq!(reply["statusCode"], 200);
+            w.tick();
+        }
+        assert_eq!(w.aws.items(RECORDS).len(), 1);
+        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert_eq!(w.aws.inbox(INBOX).len(), 2);
+        assert_eq!(w.aws.invocations().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_success_keeps_the_success() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        p.handle(http(&callback(true)), "a").await;
+        let created = w.aws.callback_record(RECORDS, "482500007436").unwrap().created_at;
+        w.tick();
+        let reply = p.handle(http(&callback(false)), "b").await;
+        assert_eq!(reply["statusCode"], 200);
+        let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
+        assert!(record.success, "success must not regress");
+        assert_eq!(record.created_at, created);
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox[1].outcome, InboxOutcome::KeptEarlierSuccess);
+        // Nothing dispatched for the failure.
+        assert_eq!(w.aws.invocations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_is_recorded_and_not_dispatched() {
+        let w = World::new();
+        let p = w.processor::<BankAppRecords>();
+        let reply = p.handle(http(&callback(false)), "a").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(reply_body(&reply)["message"], "BankApp callback recorded successfully");
+        assert!(!w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert!(w.aws.invocations().is_empty());
+        // A later success overwrites the failure.
+        w.tick();
+        p.handle(http(&callback(true)), "b").await;
+        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_400_with_the_reason_logged_and_kept() {
+        let w = World::new();
+        let p = w.processor::<AmexRecords>();
+        let body = json!({"orderId": "9", "paymentId": "p", "success": "true", "userId": "u"}).to_string();
+        let reply = p.handle(http(&body), "req-x").await;
+        assert_eq!(reply["statusCode"], 400);
+        let b = reply_body(&reply);
+        assert_eq!(b["success"], false);
+        assert_eq!(
+            b["error"],
+            "success must be a JSON boolean (true or false), got string \"true\""
+        );
+        assert_eq!(b["message"], "Failed to process amex callback");
+        // No record, no dispatch; one error log item, one alert; the delivery is in the inbox.
+        assert!(w.aws.items("payment3-amex-callback-record-dev").is_empty());
+        assert!(w.aws.invocations().is_empty());
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].function_name, "amexcallback");
+        assert_eq!(errors[0].order_id.as_deref(), Some("9"));
+        assert_eq!(w.aws.mails().len(), 1);
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox[0].order_id, "9");
+        assert_eq!(inbox[0].body, body);
+        assert!(matches!(inbox[0].outcome, InboxOutcome::Rejected { status: 400, .. }));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_bad_requests_sends_one_alert() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        for i in 0..20 {
+            let reply = p.handle(http("{not json"), &format!("r{i}")).await;
+            assert_eq!(reply["statusCode"], 400);
+            w.tick();
+        }
+        assert_eq!(w.aws.error_log(ERRORS).len(), 20);
+        assert_eq!(w.aws.mails().len(), 1);
+        assert_eq!(w.aws.inbox(INBOX).len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_413() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000));
+        let reply = p.handle(http(&big), "r").await;
+        assert_eq!(reply["statusCode"], 413);
+        assert!(reply_body(&reply)["error"].as_str().unwrap().contains("over the limit"));
+        assert_eq!(w.aws.error_log(ERRORS)[0].error_type, "BodyTooLarge");
+    }
+
+    #[tokio::test]
+    async fn a_failed_dispatch_is_500_and_the_retry_dispatches() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        w.aws.fail_invoke(true);
+        let reply = p.handle(http(&callback(true)), "a").await;
+        assert_eq!(reply["statusCode"], 500);
+        let b = reply_body(&reply);
+        assert_eq!(b["error"], "internal error (request id a)");
+        // The record is saved; the gateway will retry.
+        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        w.aws.fail_invoke(false);
+        w.tick();
+        let retry = p.handle(http(&callback(true)), "b").await;
+        assert_eq!(retry["statusCode"], 200);
+        assert_eq!(w.aws.invocations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_500_without_leaking_the_aws_error() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        w.aws.fail_store(true);
+        let reply = p.handle(http(&callback(true)), "a").await;
+        assert_eq!(reply["statusCode"], 500);
+        assert!(!reply["body"].as_str().unwrap().contains("simulated"));
+        assert!(w.aws.invocations().is_empty());
+        // The alert still goes out even though DynamoDB (the error log) is down.
+        assert_eq!(w.aws.mails().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_input_makes_it_panic() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        for event in [
+            json!(null),
+            json!(5),
+            json!("text"),
+            json!([]),
+            json!({"body": 5}),
+            json!({"body": [1]}),
+            json!({"body": "", "isBase64Encoded": true}),
+            json!({"body": "%%%", "isBase64Encoded": true}),
+            json!({"httpMethod": 5, "requestContext": "x"}),
+            json!({"requestContext": {}, "body": null}),
+            json!({"body": "{\"orderId\": {\"$gt\": 1}}"}),
+        ] {
+            w.tick();
+            let reply = p.handle(event.clone(), "r").await;
+            let status = reply["statusCode"].as_u64().unwrap();
+            assert!((400..500).contains(&status), "{event}: {status}");
+        }
+    }
+}
