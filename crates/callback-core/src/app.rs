@@ -56,9 +56,9 @@ pub fn aws_ports(config: &SdkConfig) -> Ports {
         alert_gate: store,
         invoker: Arc::new(LambdaInvoker::new(aws_sdk_lambda::Client::new(config))),
         mailer: Arc::new(SesMailer::new(aws_sdk_ses::Client::new(config))),
-        secrets: Arc::new(SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(
-            config,
-        ))),
+        secrets: Arc::new(SecretsManagerSource::new(
+            aws_sdk_secretsmanager::Client::new(config),
+        )),
         clock: Arc::new(SystemClock),
     }
 }
@@ -98,7 +98,11 @@ pub fn run_callback<R: RecordTable>() -> Result<(), Error> {
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let processor = processor.clone();
             async move {
-                Ok::<Value, Error>(processor.handle(event.payload, &event.context.request_id).await)
+                Ok::<Value, Error>(
+                    processor
+                        .handle(event.payload, &event.context.request_id)
+                        .await,
+                )
             }
         }))
         .await

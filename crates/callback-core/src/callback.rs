@@ -31,7 +31,10 @@ impl std::fmt::Display for OrderId {
 
 fn check_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
-        return Err(ValidationError::new(field, format!("{field} must not be blank")));
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must not be blank"),
+        ));
     }
     if value.chars().count() > MAX_ID_CHARS {
         return Err(ValidationError::new(
@@ -62,7 +65,10 @@ impl Amount {
             Value::Number(n) => {
                 let negative = n.as_f64().is_some_and(|f| f < 0.0);
                 if negative {
-                    Err(ValidationError::new("amount", "amount must not be negative"))
+                    Err(ValidationError::new(
+                        "amount",
+                        "amount must not be negative",
+                    ))
                 } else {
                     Ok(Amount(n.clone()))
                 }
@@ -124,7 +130,10 @@ fn required_text(
     aliases: &[&str],
 ) -> Result<String, ValidationError> {
     match aliased(body, aliases) {
-        None => Err(ValidationError::new(field, format!("{field} is required in body"))),
+        None => Err(ValidationError::new(
+            field,
+            format!("{field} is required in body"),
+        )),
         Some(Value::String(s)) => {
             check_id(field, s)?;
             Ok(s.clone())
@@ -146,7 +155,10 @@ impl CallbackPayload {
         let payment_id = required_text(&body, "paymentId", &["paymentId", "payment_id"])?;
         let success = match body.get("success") {
             None | Some(Value::Null) => {
-                return Err(ValidationError::new("success", "success is required in body"))
+                return Err(ValidationError::new(
+                    "success",
+                    "success is required in body",
+                ))
             }
             Some(Value::Bool(b)) => *b,
             Some(other) => {
@@ -288,13 +300,33 @@ mod tests {
     #[test]
     fn wrong_types_are_rejected_with_the_type_seen() {
         for (field, value, needle) in [
-            ("orderId", json!(482500007436u64), "orderId must be a string, got number"),
-            ("userId", json!({"id": 1}), "userId must be a string, got an object"),
-            ("amount", json!("2339.00"), "amount must be a number, got string"),
+            (
+                "orderId",
+                json!(482500007436u64),
+                "orderId must be a string, got number",
+            ),
+            (
+                "userId",
+                json!({"id": 1}),
+                "userId must be a string, got an object",
+            ),
+            (
+                "amount",
+                json!("2339.00"),
+                "amount must be a number, got string",
+            ),
             ("amount", json!(-1), "amount must not be negative"),
-            ("message", json!(5), "message must be a string, got number 5"),
+            (
+                "message",
+                json!(5),
+                "message must be a string, got number 5",
+            ),
             ("orderId", json!("   "), "orderId must not be blank"),
-            ("orderId", json!("a\u{0000}b"), "orderId contains control characters"),
+            (
+                "orderId",
+                json!("a\u{0000}b"),
+                "orderId contains control characters",
+            ),
         ] {
             let mut v = good();
             v[field] = value;
@@ -308,10 +340,7 @@ mod tests {
     fn an_overlong_id_is_rejected() {
         let mut v = good();
         v["orderId"] = json!("9".repeat(MAX_ID_CHARS + 1));
-        assert_eq!(
-            error_of(v).message,
-            "orderId is longer than 256 characters"
-        );
+        assert_eq!(error_of(v).message, "orderId is longer than 256 characters");
     }
 
     #[test]

@@ -156,7 +156,10 @@ impl Delivery {
         match &self.body {
             Body::Empty => (String::new(), "text"),
             Body::Text(t) => (t.clone(), "text"),
-            Body::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(b), "base64"),
+            Body::Binary(b) => (
+                base64::engine::general_purpose::STANDARD.encode(b),
+                "base64",
+            ),
             Body::Object(o) => (Value::Object(o.clone()).to_string(), "json"),
         }
     }
@@ -321,9 +324,11 @@ mod tests {
         let err = d.check_size().unwrap_err();
         assert_eq!(err.status(), 413);
         let exact = "x".repeat(MAX_BODY_BYTES);
-        assert!(Delivery::from_event(rest_v1(json!(exact), false), "r", now())
-            .check_size()
-            .is_ok());
+        assert!(
+            Delivery::from_event(rest_v1(json!(exact), false), "r", now())
+                .check_size()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -332,7 +337,10 @@ mod tests {
         let d = Delivery::from_event(rest_v1(json!("//4="), true), "r", now());
         assert_eq!(d.body, Body::Binary(vec![0xff, 0xfe]));
         assert_eq!(d.body_text(), ("//4=".to_string(), "base64"));
-        assert_eq!(d.body_object().unwrap_err().message, "body is not UTF-8 text");
+        assert_eq!(
+            d.body_object().unwrap_err().message,
+            "body is not UTF-8 text"
+        );
     }
 
     #[test]

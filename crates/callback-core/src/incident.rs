@@ -67,10 +67,7 @@ impl ErrorLogEntry {
                 .and_then(|n| n.as_u64())
                 .unwrap_or(0) as u16,
             created_at: r.unicode("created_at")?.into(),
-            ttl: r
-                .number_opt("ttl")?
-                .and_then(|n| n.as_i64())
-                .unwrap_or(0),
+            ttl: r.number_opt("ttl")?.and_then(|n| n.as_i64()).unwrap_or(0),
         })
     }
 }
@@ -153,7 +150,13 @@ impl IncidentReporter {
         self.alert(&incident, kind, &error_text, now).await;
     }
 
-    async fn alert(&self, incident: &Incident<'_>, kind: &str, error_text: &str, now: DateTime<Utc>) {
+    async fn alert(
+        &self,
+        incident: &Incident<'_>,
+        kind: &str,
+        error_text: &str,
+        now: DateTime<Utc>,
+    ) {
         let alerts = &self.settings.alerts;
         let Some(from) = alerts.from.clone().filter(|_| !alerts.to.is_empty()) else {
             tracing::warn!("ALERT_EMAIL_FROM or ALERT_EMAIL_TO is not set: no alert e-mail");
@@ -166,7 +169,12 @@ impl IncidentReporter {
         }
         match self
             .gate
-            .try_open(&self.settings.tables.alert_cooldown, &key, now, alerts.cooldown)
+            .try_open(
+                &self.settings.tables.alert_cooldown,
+                &key,
+                now,
+                alerts.cooldown,
+            )
             .await
         {
             Ok(true) => {}
@@ -271,7 +279,10 @@ mod tests {
     async fn writes_an_error_log_item_and_one_alert_per_cooldown() {
         let aws = Arc::new(MemoryAws::default());
         let r = reporter(&aws);
-        let err = CallbackError::from(ValidationError::new("success", "success is required in body"));
+        let err = CallbackError::from(ValidationError::new(
+            "success",
+            "success is required in body",
+        ));
         let event = json!({"body": "{\"secretKey\": \"skey_abc\"}"});
         for second in [0, 10, 299] {
             r.report(
@@ -291,7 +302,12 @@ mod tests {
         assert_eq!(logged.len(), 3);
         assert_eq!(logged[0].error_type, "ValidationError");
         assert_eq!(logged[0].function_name, "walletcallback");
-        assert!(!logged[0].event.as_ref().unwrap().to_string().contains("skey_abc"));
+        assert!(!logged[0]
+            .event
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("skey_abc"));
         let mails = aws.mails();
         assert_eq!(mails.len(), 1, "one alert within the cooldown");
         assert_eq!(mails[0].subject, "[payment3][dev] walletcallback error");

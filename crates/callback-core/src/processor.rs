@@ -44,10 +44,9 @@ impl<R: RecordTable> CallbackProcessor<R> {
     /// input: every failure is a response with its status, after the error path.
     pub async fn handle(&self, event: Value, request_id: &str) -> Value {
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let order_id = delivery
-            .body_object()
-            .ok()
-            .and_then(|b| aliased(&b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from)));
+        let order_id = delivery.body_object().ok().and_then(|b| {
+            aliased(&b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from))
+        });
         let mut entry = InboxEntry::received(
             &delivery,
             R::FUNCTION,
@@ -78,9 +77,15 @@ impl<R: RecordTable> CallbackProcessor<R> {
             }
             Err((err, payment_id)) => {
                 let outcome = if err.retryable() {
-                    InboxOutcome::Failed { status: err.status(), error: err.to_string() }
+                    InboxOutcome::Failed {
+                        status: err.status(),
+                        error: err.to_string(),
+                    }
                 } else {
-                    InboxOutcome::Rejected { status: err.status(), error: err.to_string() }
+                    InboxOutcome::Rejected {
+                        status: err.status(),
+                        error: err.to_string(),
+                    }
                 };
                 let reply = self
                     .fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
@@ -109,7 +114,8 @@ impl<R: RecordTable> CallbackProcessor<R> {
         let body = delivery
             .body_object()
             .map_err(|e| (CallbackError::from(e), None))?;
-        let payload = CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
+        let payload =
+            CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
         let payment_id = Some(payload.payment_id.clone());
 
         let record = CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
@@ -134,7 +140,10 @@ impl<R: RecordTable> CallbackProcessor<R> {
         let dispatch = serde_json::Value::Object(payload.body.clone()).to_string();
         self.ports
             .invoker
-            .invoke_event(R::process_paid_function(&self.settings), dispatch.as_bytes())
+            .invoke_event(
+                R::process_paid_function(&self.settings),
+                dispatch.as_bytes(),
+            )
             .await
             .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
         Ok((payload, InboxOutcome::Dispatched))
@@ -277,7 +286,10 @@ mod tests {
         assert_eq!(inbox[0].source_ip.as_deref(), Some("203.0.113.9"));
         let calls = w.aws.invocations();
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].function, "payment3-process-paid-wallet-order-internal-dev");
+        assert_eq!(
+            calls[0].function,
+            "payment3-process-paid-wallet-order-internal-dev"
+        );
         assert_eq!(calls[0].kind, InvocationType::Event);
         let sent: Value = serde_json::from_slice(&calls[0].payload).unwrap();
         assert_eq!(sent["orderId"], "482500007436");
@@ -293,7 +305,12 @@ mod tests {
             w.tick();
         }
         assert_eq!(w.aws.items(RECORDS).len(), 1);
-        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert!(
+            w.aws
+                .callback_record(RECORDS, "482500007436")
+                .unwrap()
+                .success
+        );
         assert_eq!(w.aws.inbox(INBOX).len(), 2);
         assert_eq!(w.aws.invocations().len(), 2);
     }
@@ -303,7 +320,11 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         p.handle(http(&callback(true)), "a").await;
-        let created = w.aws.callback_record(RECORDS, "482500007436").unwrap().created_at;
+        let created = w
+            .aws
+            .callback_record(RECORDS, "482500007436")
+            .unwrap()
+            .created_at;
         w.tick();
         let reply = p.handle(http(&callback(false)), "b").await;
         assert_eq!(reply["statusCode"], 200);
@@ -322,20 +343,34 @@ mod tests {
         let p = w.processor::<BankAppRecords>();
         let reply = p.handle(http(&callback(false)), "a").await;
         assert_eq!(reply["statusCode"], 200);
-        assert_eq!(reply_body(&reply)["message"], "BankApp callback recorded successfully");
-        assert!(!w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert_eq!(
+            reply_body(&reply)["message"],
+            "BankApp callback recorded successfully"
+        );
+        assert!(
+            !w.aws
+                .callback_record(RECORDS, "482500007436")
+                .unwrap()
+                .success
+        );
         assert!(w.aws.invocations().is_empty());
         // A later success overwrites the failure.
         w.tick();
         p.handle(http(&callback(true)), "b").await;
-        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert!(
+            w.aws
+                .callback_record(RECORDS, "482500007436")
+                .unwrap()
+                .success
+        );
     }
 
     #[tokio::test]
     async fn bad_input_is_400_with_the_reason_logged_and_kept() {
         let w = World::new();
         let p = w.processor::<AmexRecords>();
-        let body = json!({"orderId": "9", "paymentId": "p", "success": "true", "userId": "u"}).to_string();
+        let body =
+            json!({"orderId": "9", "paymentId": "p", "success": "true", "userId": "u"}).to_string();
         let reply = p.handle(http(&body), "req-x").await;
         assert_eq!(reply["statusCode"], 400);
         let b = reply_body(&reply);
@@ -356,7 +391,10 @@ mod tests {
         let inbox = w.aws.inbox(INBOX);
         assert_eq!(inbox[0].order_id, "9");
         assert_eq!(inbox[0].body, body);
-        assert!(matches!(inbox[0].outcome, InboxOutcome::Rejected { status: 400, .. }));
+        assert!(matches!(
+            inbox[0].outcome,
+            InboxOutcome::Rejected { status: 400, .. }
+        ));
     }
 
     #[tokio::test]
@@ -380,7 +418,10 @@ mod tests {
         let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000));
         let reply = p.handle(http(&big), "r").await;
         assert_eq!(reply["statusCode"], 413);
-        assert!(reply_body(&reply)["error"].as_str().unwrap().contains("over the limit"));
+        assert!(reply_body(&reply)["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit"));
         assert_eq!(w.aws.error_log(ERRORS)[0].error_type, "BodyTooLarge");
     }
 
@@ -394,7 +435,12 @@ mod tests {
         let b = reply_body(&reply);
         assert_eq!(b["error"], "internal error (request id a)");
         // The record is saved; the gateway will retry.
-        assert!(w.aws.callback_record(RECORDS, "482500007436").unwrap().success);
+        assert!(
+            w.aws
+                .callback_record(RECORDS, "482500007436")
+                .unwrap()
+                .success
+        );
         w.aws.fail_invoke(false);
         w.tick();
         let retry = p.handle(http(&callback(true)), "b").await;

@@ -166,7 +166,10 @@ mod tests {
     fn record_round_trips_through_its_item() {
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 13, 0, 0).unwrap();
         let record = CallbackRecord::new(&payload(false), json!({"k": [1, 2]}), at);
-        assert_eq!(CallbackRecord::from_item(&record.to_item()).unwrap(), record);
+        assert_eq!(
+            CallbackRecord::from_item(&record.to_item()).unwrap(),
+            record
+        );
     }
 
     #[test]
@@ -187,7 +190,10 @@ mod tests {
     #[test]
     fn each_callback_type_has_its_table_and_target() {
         let s = Settings::for_branch("dev");
-        assert_eq!(WalletRecords::table(&s), "payment3-wallet-callback-record-dev");
+        assert_eq!(
+            WalletRecords::table(&s),
+            "payment3-wallet-callback-record-dev"
+        );
         assert_eq!(BankAppRecords::table(&s), WalletRecords::table(&s));
         assert_eq!(AmexRecords::table(&s), "payment3-amex-callback-record-dev");
         assert_eq!(

@@ -119,7 +119,9 @@ fn redact_json_secret_pairs(text: &str) -> String {
         // Find a quoted key followed by a colon and a quoted value.
         let Some(open) = rest.find('"') else { break };
         let after_open = &rest[open + 1..];
-        let Some(close) = after_open.find('"') else { break };
+        let Some(close) = after_open.find('"') else {
+            break;
+        };
         let key = &after_open[..close];
         let tail = &after_open[close + 1..];
         let trimmed = tail.trim_start();
@@ -235,7 +237,10 @@ mod tests {
 
     #[test]
     fn masks_card_numbers_to_first_six_and_last_four() {
-        assert_eq!(mask_pans("card 4111111111111111 ok"), "card 411111******1111 ok");
+        assert_eq!(
+            mask_pans("card 4111111111111111 ok"),
+            "card 411111******1111 ok"
+        );
         assert_eq!(mask_pans("4111-1111-1111-1111"), "411111******1111");
         assert_eq!(mask_pans("4111 1111 1111 1111"), "411111******1111");
         // Amex, 15 digits.

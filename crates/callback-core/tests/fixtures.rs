@@ -35,7 +35,12 @@ fn fixture_files() -> BTreeSet<String> {
         for file in std::fs::read_dir(&dir).unwrap() {
             let file = file.unwrap().path();
             if file.extension().is_some_and(|e| e == "json") {
-                files.insert(file.strip_prefix(&events).unwrap().to_string_lossy().into_owned());
+                files.insert(
+                    file.strip_prefix(&events)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -85,7 +90,11 @@ fn check_record(aws: &MemoryAws, name: &str, expected: &Value) {
     let Some(record) = expected.as_object() else {
         return;
     };
-    let table = format!("payment3-{}-{}", record["table"].as_str().unwrap(), settings.branch);
+    let table = format!(
+        "payment3-{}-{}",
+        record["table"].as_str().unwrap(),
+        settings.branch
+    );
     let key: Vec<&str> = record["key"]
         .as_object()
         .unwrap()
@@ -105,7 +114,11 @@ fn check_record(aws: &MemoryAws, name: &str, expected: &Value) {
 async fn every_fixture_has_an_expectation_and_meets_it() {
     let manifest = manifest();
     let listed: BTreeSet<String> = manifest.keys().cloned().collect();
-    assert_eq!(fixture_files(), listed, "events/ and tests/expected_events.json differ");
+    assert_eq!(
+        fixture_files(),
+        listed,
+        "events/ and tests/expected_events.json differ"
+    );
 
     for (name, expected) in &manifest {
         let event: Value = serde_json::from_str(
@@ -122,8 +135,8 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
         };
 
         assert_eq!(reply["statusCode"], expected["status"], "{name}: status");
-        let body: Value = serde_json::from_str(reply["body"].as_str().unwrap_or_default())
-            .unwrap_or(Value::Null);
+        let body: Value =
+            serde_json::from_str(reply["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
         if let Some(want) = expected.get("body") {
             assert_eq!(&body, want, "{name}: body");
         }
@@ -150,6 +163,10 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
             "{name}: error log {errors:?}"
         );
         // Every delivery is in the inbox, whatever its outcome.
-        assert_eq!(aws.inbox("payment3-callback-inbox-local").len(), 1, "{name}: inbox");
+        assert_eq!(
+            aws.inbox("payment3-callback-inbox-local").len(),
+            1,
+            "{name}: inbox"
+        );
     }
 }

@@ -35,7 +35,9 @@ impl DynamoStore {
 
 /// Our item to the SDK's.
 pub fn to_sdk(item: &Item) -> HashMap<String, AttributeValue> {
-    item.iter().map(|(k, v)| (k.clone(), attr_to_sdk(v))).collect()
+    item.iter()
+        .map(|(k, v)| (k.clone(), attr_to_sdk(v)))
+        .collect()
 }
 
 fn attr_to_sdk(attr: &Attr) -> AttributeValue {
@@ -44,7 +46,9 @@ fn attr_to_sdk(attr: &Attr) -> AttributeValue {
         Attr::N(n) => AttributeValue::N(n.clone()),
         Attr::Bool(b) => AttributeValue::Bool(*b),
         Attr::Null(b) => AttributeValue::Null(*b),
-        Attr::M(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), attr_to_sdk(v))).collect()),
+        Attr::M(m) => {
+            AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), attr_to_sdk(v))).collect())
+        }
         Attr::L(l) => AttributeValue::L(l.iter().map(attr_to_sdk).collect()),
     }
 }
@@ -101,7 +105,11 @@ impl SetExpression {
         let mut parts = Vec::new();
         let mut names = HashMap::new();
         let mut values = HashMap::new();
-        for (i, (name, value)) in item.iter().filter(|(n, _)| !keys.contains(&n.as_str())).enumerate() {
+        for (i, (name, value)) in item
+            .iter()
+            .filter(|(n, _)| !keys.contains(&n.as_str()))
+            .enumerate()
+        {
             let (n, v) = (format!("#a{i}"), format!(":a{i}"));
             if keep_first.contains(&name.as_str()) {
                 parts.push(format!("{n} = if_not_exists({n}, {v})"));
@@ -269,7 +277,12 @@ mod tests {
         let set = SetExpression::of(&item, &["orderId"], &["created_at"]);
         assert_eq!(set.names.len(), 2);
         assert!(!set.names.values().any(|n| n == "orderId"));
-        let created = set.names.iter().find(|(_, n)| *n == "created_at").unwrap().0;
+        let created = set
+            .names
+            .iter()
+            .find(|(_, n)| *n == "created_at")
+            .unwrap()
+            .0;
         assert!(set
             .expression
             .contains(&format!("{created} = if_not_exists({created}, ")));

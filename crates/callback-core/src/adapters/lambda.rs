@@ -60,7 +60,10 @@ impl Invoker for LambdaInvoker {
             .send()
             .await
             .map_err(|e| invoke_error(function, DisplayErrorContext(&e)))?;
-        let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+        let body = out
+            .payload()
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
         if let Some(err) = out.function_error() {
             return Err(invoke_error(
                 function,

@@ -31,9 +31,11 @@ impl SecretSource for SecretsManagerSource {
                 name: name.to_string(),
                 message: DisplayErrorContext(&e).to_string(),
             })?;
-        out.secret_string().map(String::from).ok_or_else(|| SecretError {
-            name: name.to_string(),
-            message: "the secret has no SecretString".to_string(),
-        })
+        out.secret_string()
+            .map(String::from)
+            .ok_or_else(|| SecretError {
+                name: name.to_string(),
+                message: "the secret has no SecretString".to_string(),
+            })
     }
 }
