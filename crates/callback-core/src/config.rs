@@ -1,8 +1,8 @@
 //! Configuration read from the environment, once per container.
 //!
 //! Every environment variable the functions read is read here, through [`var`], by one of the
-//! `from_env` constructors: [`Settings`] (all functions), `CardSettings` (notify, delayed notify)
-//! and `ProcessPaidSettings` (process-paid). The template test (`tests/test_template.py`) reads this
+//! `from_env` constructors: [`Settings`] (all functions), [`CardSettings`] (notify, delayed notify)
+//! and [`ProcessPaidSettings`] (process-paid). The template test (`tests/test_template.py`) reads this
 //! file to check that template.yaml sets each of them on the functions that load them.
 //! Names default to the original's conventions (`payment3-<name>-<branch>`), so a deployment only
 //! has to set `BRANCH`; the template still sets every one explicitly.
@@ -184,6 +184,216 @@ impl Settings {
     }
 }
 
+/// `CHECKSUM_POLICY`: what notify and delayed notify do with a bad or missing KBank checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumPolicy {
+    /// Record, alert, answer 401 and process nothing (the default).
+    Enforce,
+    /// The original's behaviour: warn, mark `checksumVerified: false`, and continue.
+    Mark,
+}
+
+/// The KBank secret: which one, and how long a cached copy is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretSettings {
+    /// `KBANK_SECRET_NAME` (default `kbank-prod` on `master`, `kbank-dev` elsewhere).
+    pub name: String,
+    /// `SECRET_REFRESH_SECONDS` (default 300): a rotated secret is picked up after this.
+    pub refresh: Duration,
+}
+
+impl SecretSettings {
+    fn from_env(branch: &str) -> Result<Self, ConfigError> {
+        let default = if branch == "master" {
+            "kbank-prod"
+        } else {
+            "kbank-dev"
+        };
+        Ok(SecretSettings {
+            name: var("KBANK_SECRET_NAME").unwrap_or_else(|| default.to_string()),
+            refresh: seconds("SECRET_REFRESH_SECONDS", 300)?,
+        })
+    }
+}
+
+/// The shop every redirect page points to when the card payment record names none.
+pub const DEFAULT_SHOP_URL: &str = "https://shop.villamarket.com";
+
+/// Settings of notify and delayed notify (on top of [`Settings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardSettings {
+    /// `CHECKSUM_POLICY`: `enforce` (default) or `mark`.
+    pub checksum_policy: ChecksumPolicy,
+    pub secret: SecretSettings,
+    /// `DELAYED_NOTIFY_SECONDS` (default 60): the wait between delayed notify's two runs.
+    pub delayed_notify_wait: Duration,
+    /// `SHOP_CALLBACK_URL` (default `https://shop.villamarket.com`).
+    pub shop_url: String,
+}
+
+impl CardSettings {
+    pub fn from_env(settings: &Settings) -> Result<Self, ConfigError> {
+        let checksum_policy = match var("CHECKSUM_POLICY").map(|p| p.trim().to_ascii_lowercase()) {
+            None => ChecksumPolicy::Enforce,
+            Some(p) if p == "enforce" => ChecksumPolicy::Enforce,
+            Some(p) if p == "mark" => ChecksumPolicy::Mark,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CHECKSUM_POLICY",
+                    reason: format!("expected enforce or mark, got {other:?}"),
+                })
+            }
+        };
+        Ok(CardSettings {
+            checksum_policy,
+            secret: SecretSettings::from_env(&settings.branch)?,
+            delayed_notify_wait: seconds("DELAYED_NOTIFY_SECONDS", 60)?,
+            shop_url: var("SHOP_CALLBACK_URL").unwrap_or_else(|| DEFAULT_SHOP_URL.to_string()),
+        })
+    }
+
+    /// Every default, for a branch: what unit tests use.
+    pub fn for_branch(branch: &str) -> Self {
+        CardSettings {
+            checksum_policy: ChecksumPolicy::Enforce,
+            secret: SecretSettings {
+                name: if branch == "master" {
+                    "kbank-prod"
+                } else {
+                    "kbank-dev"
+                }
+                .to_string(),
+                refresh: Duration::from_secs(300),
+            },
+            delayed_notify_wait: Duration::from_secs(60),
+            shop_url: DEFAULT_SHOP_URL.to_string(),
+        }
+    }
+}
+
+/// Which of the three deployed process-paid functions this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessPaidKind {
+    /// `payment3-process-paid-order-internal`: card and QR, asks KBank.
+    Card,
+    /// `payment3-process-paid-wallet-order-internal`: wallet and bank app.
+    Wallet,
+    /// `payment3-process-paid-amex-order-internal`.
+    Amex,
+}
+
+impl ProcessPaidKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "card" => Some(ProcessPaidKind::Card),
+            "wallet" => Some(ProcessPaidKind::Wallet),
+            "amex" => Some(ProcessPaidKind::Amex),
+            _ => None,
+        }
+    }
+
+    /// The kind a function name implies (`...-wallet-...`, `...-amex-...`, else card).
+    pub fn from_function_name(name: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        if name.contains("wallet") {
+            ProcessPaidKind::Wallet
+        } else if name.contains("amex") {
+            ProcessPaidKind::Amex
+        } else {
+            ProcessPaidKind::Card
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessPaidKind::Card => "card",
+            ProcessPaidKind::Wallet => "wallet",
+            ProcessPaidKind::Amex => "amex",
+        }
+    }
+}
+
+/// KBank's documented API hosts (the card and QR inquiry live under them).
+pub const KBANK_PRODUCTION_API: &str = "https://kpaymentgateway-services.kasikornbank.com";
+pub const KBANK_SANDBOX_API: &str = "https://dev-kpaymentgateway-services.kasikornbank.com";
+
+/// Settings of process-paid (on top of [`Settings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessPaidSettings {
+    /// `PROCESS_PAID_KIND` (card|wallet|amex); else inferred from `AWS_LAMBDA_FUNCTION_NAME`.
+    pub kind: ProcessPaidKind,
+    /// `KBANK_API_BASE` (default the production API on `master`, the sandbox elsewhere).
+    pub kbank_api_base: String,
+    /// `KBANK_TIMEOUT_SECONDS` (default 10): the whole inquiry, connect included.
+    pub kbank_timeout: Duration,
+    pub secret: SecretSettings,
+    /// `PAID_NOTICE_EMAIL_FROM` (default `ALERT_EMAIL_FROM`).
+    pub notice_from: Option<String>,
+    /// `PAID_NOTICE_EMAIL_TO`, comma separated; empty means no paid notice e-mail.
+    pub notice_to: Vec<String>,
+}
+
+fn addresses(text: Option<String>) -> Vec<String> {
+    text.map(|to| {
+        to.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl ProcessPaidSettings {
+    pub fn from_env(settings: &Settings) -> Result<Self, ConfigError> {
+        let kind = match var("PROCESS_PAID_KIND") {
+            Some(text) => ProcessPaidKind::parse(&text).ok_or_else(|| ConfigError::Invalid {
+                name: "PROCESS_PAID_KIND",
+                reason: format!("expected card, wallet or amex, got {text:?}"),
+            })?,
+            None => var("AWS_LAMBDA_FUNCTION_NAME")
+                .map(|f| ProcessPaidKind::from_function_name(&f))
+                .unwrap_or(ProcessPaidKind::Card),
+        };
+        let default_base = if settings.branch == "master" {
+            KBANK_PRODUCTION_API
+        } else {
+            KBANK_SANDBOX_API
+        };
+        let kbank_api_base = var("KBANK_API_BASE")
+            .unwrap_or_else(|| default_base.to_string())
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        if !(kbank_api_base.starts_with("https://") || kbank_api_base.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "KBANK_API_BASE",
+                reason: format!("expected an http(s) URL, got {kbank_api_base:?}"),
+            });
+        }
+        Ok(ProcessPaidSettings {
+            kind,
+            kbank_api_base,
+            kbank_timeout: seconds("KBANK_TIMEOUT_SECONDS", 10)?,
+            secret: SecretSettings::from_env(&settings.branch)?,
+            notice_from: var("PAID_NOTICE_EMAIL_FROM").or_else(|| settings.alerts.from.clone()),
+            notice_to: addresses(var("PAID_NOTICE_EMAIL_TO")),
+        })
+    }
+
+    /// Every default, for a kind and branch: what unit tests use.
+    pub fn for_kind(kind: ProcessPaidKind, branch: &str) -> Self {
+        ProcessPaidSettings {
+            kind,
+            kbank_api_base: KBANK_SANDBOX_API.to_string(),
+            kbank_timeout: Duration::from_secs(10),
+            secret: CardSettings::for_branch(branch).secret,
+            notice_from: Some("payments@example.com".into()),
+            notice_to: vec!["orders@example.com".into()],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +427,43 @@ mod tests {
         assert_eq!(
             seconds("PAYMENT3_TEST_SECONDS", 1).unwrap(),
             Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn process_paid_kind_comes_from_the_function_name() {
+        for (name, kind) in [
+            (
+                "payment3-process-paid-order-internal-dev",
+                ProcessPaidKind::Card,
+            ),
+            (
+                "payment3-process-paid-wallet-order-internal-dev",
+                ProcessPaidKind::Wallet,
+            ),
+            (
+                "payment3-process-paid-amex-order-internal-master",
+                ProcessPaidKind::Amex,
+            ),
+            ("process-paid-wallet", ProcessPaidKind::Wallet),
+            ("process-paid", ProcessPaidKind::Card),
+        ] {
+            assert_eq!(ProcessPaidKind::from_function_name(name), kind, "{name}");
+        }
+        assert_eq!(
+            ProcessPaidKind::parse(" Amex "),
+            Some(ProcessPaidKind::Amex)
+        );
+        assert_eq!(ProcessPaidKind::parse("qr"), None);
+    }
+
+    #[test]
+    fn card_defaults_follow_the_branch() {
+        assert_eq!(CardSettings::for_branch("master").secret.name, "kbank-prod");
+        assert_eq!(CardSettings::for_branch("dev").secret.name, "kbank-dev");
+        assert_eq!(
+            CardSettings::for_branch("dev").checksum_policy,
+            ChecksumPolicy::Enforce
         );
     }
 }

@@ -94,6 +94,13 @@ pub enum CallbackError {
     /// Anything else that should not happen: 500, retry.
     #[error("{0}")]
     Internal(String),
+    /// The KBank API is unreachable (retry) or answered something unusable (no retry).
+    #[error(transparent)]
+    Gateway(#[from] crate::kbank::GatewayError),
+    /// A payment that must not be applied (no such order, amount differs from the total):
+    /// recorded and alerted, never retried. `kind` is the error log's `errorType`.
+    #[error("{message}")]
+    Rejected { kind: &'static str, message: String },
 }
 
 impl CallbackError {
@@ -107,6 +114,8 @@ impl CallbackError {
             | CallbackError::Dispatch(_)
             | CallbackError::Secret(_)
             | CallbackError::Internal(_) => 500,
+            CallbackError::Gateway(_) => 502,
+            CallbackError::Rejected { .. } => 422,
         }
     }
 
@@ -120,12 +129,17 @@ impl CallbackError {
             CallbackError::Dispatch(_) => "DispatchError",
             CallbackError::Secret(_) => "SecretError",
             CallbackError::Internal(_) => "InternalError",
+            CallbackError::Gateway(e) => e.kind(),
+            CallbackError::Rejected { kind, .. } => kind,
         }
     }
 
     /// Whether the caller retrying the same request can succeed.
     pub fn retryable(&self) -> bool {
-        self.status() >= 500
+        match self {
+            CallbackError::Gateway(e) => e.retryable(),
+            _ => self.status() >= 500,
+        }
     }
 
     /// What the response may say: the validation message, or `internal error` and the request id.
@@ -135,6 +149,7 @@ impl CallbackError {
             CallbackError::Invalid(e) => e.message.clone(),
             CallbackError::BodyTooLarge { .. } => self.to_string(),
             CallbackError::Checksum(_) => "checksum verification failed".to_string(),
+            CallbackError::Rejected { message, .. } => message.clone(),
             _ => format!("internal error (request id {request_id})"),
         }
     }

@@ -49,6 +49,7 @@ pub struct MemoryAws {
     fail_store: AtomicBool,
     fail_invoke: AtomicBool,
     fail_mail: AtomicBool,
+    order_updates: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -299,5 +300,228 @@ impl SecretSource for MemoryAws {
                 name: name.into(),
                 message: "ResourceNotFoundException (simulated)".into(),
             })
+    }
+}
+
+// ---- The card path ----
+
+use crate::card::{CardPayment, NotifyRecord};
+use crate::kbank::{Charge, ChargeId, ChargeInquiry, GatewayError};
+use crate::kbank_secret::SecretKey;
+use crate::paid::{OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus};
+use crate::ports::{CardStore, OrderStore, PaidOrderLedger};
+
+impl MemoryAws {
+    /// How many times an order was marked paid (the concurrency tests count them).
+    pub fn order_updates(&self) -> usize {
+        self.order_updates.load(Ordering::SeqCst)
+    }
+
+    /// The notify records of a charge, oldest first.
+    pub fn notify_records(&self, table: &str, charge_id: &str) -> Vec<NotifyRecord> {
+        self.items(table)
+            .iter()
+            .filter(|i| i.get("chargeId") == Some(&Attr::S(charge_id.into())))
+            .map(|i| NotifyRecord::from_item(i).expect("notify record decodes"))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl CardStore for MemoryAws {
+    async fn save_notify(&self, table: &str, record: &NotifyRecord) -> Result<(), StoreError> {
+        self.check_store("PutItem", table)?;
+        let key = format!("{}|{}", record.charge_id, record.created_at);
+        self.with_table(table, |t| t.insert(key, record.to_item()));
+        Ok(())
+    }
+
+    async fn card_payment_by_charge(
+        &self,
+        table: &str,
+        charge_id: &str,
+    ) -> Result<Option<CardPayment>, StoreError> {
+        self.check_store("Query", table)?;
+        let found = self.with_table(table, |t| {
+            t.values()
+                .find(|i| i.get("chargeId") == Some(&Attr::S(charge_id.into())))
+                .cloned()
+        });
+        found
+            .map(|i| CardPayment::from_item(&i).map_err(|e| StoreError::new("Query", table, e)))
+            .transpose()
+    }
+
+    async fn set_checksum_verified(
+        &self,
+        table: &str,
+        token: &str,
+        verified: bool,
+    ) -> Result<(), StoreError> {
+        self.check_store("UpdateItem", table)?;
+        self.with_table(table, |t| match t.get_mut(token) {
+            Some(item) => {
+                item.insert("checksumVerified".into(), Attr::Bool(verified));
+                Ok(())
+            }
+            None => Err(StoreError::new("UpdateItem", table, "ConditionalCheckFailed: no such record")),
+        })
+    }
+}
+
+#[async_trait]
+impl OrderStore for MemoryAws {
+    async fn order_item(&self, table: &str, order_id: &str) -> Result<Option<Item>, StoreError> {
+        self.check_store("GetItem", table)?;
+        Ok(self.item(table, order_id))
+    }
+
+    async fn mark_order_paid(&self, table: &str, update: &OrderPaidUpdate) -> Result<(), StoreError> {
+        self.check_store("UpdateItem", table)?;
+        self.with_table(table, |t| match t.get_mut(&update.order_id) {
+            Some(item) => {
+                item.insert("paymentStatus".into(), Attr::S(update.payment_status.clone()));
+                item.insert("paidAt".into(), Attr::S(update.paid_at.clone()));
+                item.insert("paymentType".into(), Attr::S(update.payment_type.clone()));
+                item.insert("paymentId".into(), Attr::S(update.payment_id.clone()));
+                Ok(())
+            }
+            None => Err(StoreError::new("UpdateItem", table, "ConditionalCheckFailed: no such order")),
+        })?;
+        self.order_updates.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn merge(t: &mut BTreeMap<String, Item>, key: &str, attributes: Item, now: &str) {
+    let item = t.entry(key.to_string()).or_default();
+    item.entry("created_at".into()).or_insert_with(|| Attr::S(now.to_string()));
+    item.extend(attributes);
+}
+
+#[async_trait]
+impl PaidOrderLedger for MemoryAws {
+    async fn paid_state(&self, table: &str, order_id: &str) -> Result<Option<PaidOrderState>, StoreError> {
+        self.check_store("GetItem", table)?;
+        self.item(table, order_id)
+            .map(|i| PaidOrderState::from_item(&i).map_err(|e| StoreError::new("GetItem", table, e)))
+            .transpose()
+    }
+
+    async fn claim_paid(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check_store("UpdateItem", table)?;
+        let at = crate::clock::isoformat(now);
+        Ok(self.with_table(table, |t| {
+            let allowed = match t.get(&claim.order_id) {
+                None => true,
+                Some(i) if i.get("status") != Some(&Attr::S("PAID".into())) => true,
+                Some(i) => {
+                    i.get("effectsDone") == Some(&Attr::Bool(false))
+                        && i.get("paymentId") == Some(&Attr::S(claim.payment_id.clone()))
+                        && matches!(i.get("effectsClaimedAt"), Some(Attr::N(n))
+                            if n.parse::<i64>().is_ok_and(|c| c < stale_before.timestamp()))
+                }
+            };
+            if allowed {
+                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Paid, now), &at);
+            }
+            allowed
+        }))
+    }
+
+    async fn finish_paid(&self, table: &str, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check_store("UpdateItem", table)?;
+        self.with_table(table, |t| {
+            if let Some(item) = t.get_mut(order_id) {
+                item.insert("effectsDone".into(), Attr::Bool(true));
+                item.insert("updated_at".into(), Attr::S(crate::clock::isoformat(now)));
+            }
+        });
+        Ok(())
+    }
+
+    async fn mark_failed(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.check_store("UpdateItem", table)?;
+        let at = crate::clock::isoformat(now);
+        Ok(self.with_table(table, |t| {
+            let allowed = match t.get(&claim.order_id) {
+                None => true,
+                Some(i) => i.get("status") == Some(&Attr::S("PENDING".into())),
+            };
+            if allowed {
+                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Failed, now), &at);
+            }
+            allowed
+        }))
+    }
+
+    async fn note_pending(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check_store("PutItem", table)?;
+        let at = crate::clock::isoformat(now);
+        self.with_table(table, |t| {
+            if !t.contains_key(&claim.order_id) {
+                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Pending, now), &at);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A KBank API in memory: charges by id, the key it expects, a failure to inject.
+#[derive(Default)]
+pub struct MemoryKBank {
+    charges: Mutex<HashMap<String, Charge>>,
+    expected_key: Mutex<Option<String>>,
+    failure: Mutex<Option<GatewayError>>,
+    calls: AtomicUsize,
+}
+
+impl MemoryKBank {
+    /// A KBank that answers only requests carrying `key`.
+    pub fn with_key(key: &str) -> Self {
+        let k = MemoryKBank::default();
+        *lock(&k.expected_key) = Some(key.to_string());
+        k
+    }
+    /// Adds or replaces a charge (as the gateway's state changes).
+    pub fn set_charge(&self, id: &str, amount: &str, status: &str, transaction_state: &str) {
+        let charge = Charge {
+            id: id.to_string(),
+            amount: amount.parse().unwrap_or_default(),
+            currency: "THB".into(),
+            status: status.into(),
+            transaction_state: transaction_state.into(),
+        };
+        lock(&self.charges).insert(id.to_string(), charge);
+    }
+    /// Every inquiry fails with `failure` until cleared with `None`.
+    pub fn fail_with(&self, failure: Option<GatewayError>) {
+        *lock(&self.failure) = failure;
+    }
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ChargeInquiry for MemoryKBank {
+    async fn charge(&self, id: &ChargeId, key: &SecretKey) -> Result<Charge, GatewayError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = lock(&self.failure).clone() {
+            return Err(f);
+        }
+        if lock(&self.expected_key).as_deref().is_some_and(|k| k != key.expose()) {
+            return Err(GatewayError::Refused { status: 401, body: "invalid x-api-key".into() });
+        }
+        lock(&self.charges)
+            .get(id.as_str())
+            .cloned()
+            .ok_or_else(|| GatewayError::Refused { status: 404, body: "charge not found".into() })
     }
 }

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::error::{InvokeError, MailError, SecretError, StoreError};
 use crate::inbox::{InboxEntry, InboxOutcome};
 use crate::incident::ErrorLogEntry;
+use crate::item::Item;
 use crate::record::CallbackRecord;
 
 /// What happened to a callback record write.
@@ -112,4 +113,70 @@ pub struct Ports {
     pub mailer: Arc<dyn Mailer>,
     pub secrets: Arc<dyn SecretSource>,
     pub clock: Arc<dyn Clock>,
+}
+
+// ---- The card path (notify, delayed notify, process-paid) ----
+
+use crate::card::{CardPayment, NotifyRecord};
+use crate::paid::{OrderPaidUpdate, PaidClaim, PaidOrderState};
+
+/// The KBank notify records and the card payment records.
+#[async_trait]
+pub trait CardStore: Send + Sync {
+    /// Writes one notify record (`payment3-credit-card-notify-<branch>`).
+    async fn save_notify(&self, table: &str, record: &NotifyRecord) -> Result<(), StoreError>;
+    /// The card payment record of a charge, through the `chargeId-index`.
+    async fn card_payment_by_charge(
+        &self,
+        table: &str,
+        charge_id: &str,
+    ) -> Result<Option<CardPayment>, StoreError>;
+    /// Sets `checksumVerified` on a card payment record (hash key `token`).
+    async fn set_checksum_verified(
+        &self,
+        table: &str,
+        token: &str,
+        verified: bool,
+    ) -> Result<(), StoreError>;
+}
+
+/// The shop's order table: read by process-paid, and updated by it alone.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// The order item (hash key `orderId`), as stored.
+    async fn order_item(&self, table: &str, order_id: &str) -> Result<Option<Item>, StoreError>;
+    /// Sets `paymentStatus`, `paidAt`, `paymentType`, `paymentId` on an existing order.
+    async fn mark_order_paid(&self, table: &str, update: &OrderPaidUpdate) -> Result<(), StoreError>;
+}
+
+/// The exactly-once ledger `payment3-paid-order-<branch>`: `PENDING -> PAID | FAILED`, each move
+/// one conditional write, never out of `PAID`.
+#[async_trait]
+pub trait PaidOrderLedger: Send + Sync {
+    /// The ledger entry of an order (strongly consistent read).
+    async fn paid_state(&self, table: &str, order_id: &str) -> Result<Option<PaidOrderState>, StoreError>;
+    /// Moves the order to `PAID` and claims the side effects. True for the one write that wins:
+    /// the entry was absent, `PENDING` or `FAILED`, or is this same payment whose side effects
+    /// were claimed before `stale_before` and never finished (a crashed winner).
+    async fn claim_paid(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records that the winner's side effects (order update, paid notice) are done.
+    async fn finish_paid(&self, table: &str, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Moves an absent or `PENDING` entry to `FAILED`; true when this write did it.
+    async fn mark_failed(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Writes a `PENDING` entry when there is none (a trace of a charge seen unpaid).
+    async fn note_pending(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// The stores of the card path, on top of [`Ports`].
+#[derive(Clone)]
+pub struct CardPorts {
+    pub cards: Arc<dyn CardStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub ledger: Arc<dyn PaidOrderLedger>,
 }

@@ -1,0 +1,620 @@
+//! Process-paid (SPEC 4.4): applies a payment to an order exactly once.
+//!
+//! Road: event -> [`ProcessPaidRequest`] -> is it paid? (card and QR ask KBank; wallet, bank
+//! app and Amex carry `success`) -> the order check (exists, total matches within 0.01) -> one
+//! conditional write on the paid-order ledger -> the winner alone updates the order and sends
+//! the paid notice -> [`Outcome`].
+//!
+//! Ledger rules (`payment3-paid-order-<branch>`, hash `orderId`, `status`):
+//! - `PENDING` or no entry -> `PAID` | `FAILED`; never out of `PAID`.
+//! - `FAILED` -> `PAID` is allowed: a customer whose first payment failed may pay again, and that
+//!   money must reach the order. `FAILED` is a record, not a verdict.
+//! - The `PAID` write also claims the side effects (`effectsDone: false`, `effectsClaimedAt`);
+//!   the winner sets `effectsDone: true` once the order is updated. If the winner dies in between,
+//!   a retry of the same payment may re-claim after [`EFFECTS_LEASE`]; until then everyone else
+//!   answers `already_paid`. The order update is idempotent, so the crash case costs at most a
+//!   second paid notice, never a lost update.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use crate::callback::{aliased, describe, OrderId};
+use crate::clock::isoformat;
+use crate::config::{ProcessPaidKind, ProcessPaidSettings, Settings};
+use crate::error::{CallbackError, ValidationError};
+use crate::incident::{Incident, IncidentReporter};
+use crate::item::{Attr, DecodeError, Item, ItemBuilder, ItemReader};
+use crate::kbank::{ChargeId, ChargeInquiry, ChargeState};
+use crate::kbank_secret::SecretCache;
+use crate::money::{decimal_from_raw, decimal_from_value, differs, parse_decimal};
+use crate::ports::{CardPorts, Mail, Ports};
+
+/// How long a winner's claim on the side effects holds before a retry may take them over.
+pub const EFFECTS_LEASE: Duration = Duration::from_secs(60);
+
+/// The `paymentType` of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentType {
+    Card,
+    Qr,
+    Wallet,
+    BankApp,
+    Amex,
+}
+
+impl PaymentType {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "card" => Some(PaymentType::Card),
+            "qr" => Some(PaymentType::Qr),
+            "wallet" => Some(PaymentType::Wallet),
+            "bankapp" => Some(PaymentType::BankApp),
+            "amex" => Some(PaymentType::Amex),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentType::Card => "card",
+            PaymentType::Qr => "qr",
+            PaymentType::Wallet => "wallet",
+            PaymentType::BankApp => "bankapp",
+            PaymentType::Amex => "amex",
+        }
+    }
+    /// Card and QR are confirmed by asking KBank; the others carry `success`.
+    pub fn asks_kbank(self) -> bool {
+        matches!(self, PaymentType::Card | PaymentType::Qr)
+    }
+    fn default_for(kind: ProcessPaidKind) -> Self {
+        match kind {
+            ProcessPaidKind::Card => PaymentType::Card,
+            ProcessPaidKind::Wallet => PaymentType::Wallet,
+            ProcessPaidKind::Amex => PaymentType::Amex,
+        }
+    }
+}
+
+/// A process-paid event, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessPaidRequest {
+    pub order_id: OrderId,
+    pub payment_type: PaymentType,
+    pub success: Option<bool>,
+    /// The KBank charge (card, QR).
+    pub charge_id: Option<ChargeId>,
+    /// The charge id for card and QR, else `paymentId`.
+    pub payment_id: String,
+    pub amount: Option<Decimal>,
+}
+
+fn text_of(body: &Map<String, Value>, names: &[&str], field: &'static str) -> Result<Option<String>, ValidationError> {
+    match aliased(body, names) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // Shops send numeric order ids too; their text is the id.
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(ValidationError::new(
+            field,
+            format!("{field} must be a string, got {}", describe(other)),
+        )),
+    }
+}
+
+impl ProcessPaidRequest {
+    /// Reads the event: a JSON object, JSON text of one, or either wrapped in `{"body": ...}`.
+    pub fn parse(event: &Value, kind: ProcessPaidKind) -> Result<Self, ValidationError> {
+        let (body, raw_amount) = event_object(event)?;
+        let order_id = text_of(&body, &["orderId", "order_id"], "orderId")?
+            .ok_or_else(|| ValidationError::new("orderId", "orderId is required"))?;
+        let order_id = OrderId::parse("orderId", &order_id)?;
+        let payment_type = match text_of(&body, &["paymentType", "payment_type"], "paymentType")? {
+            None => PaymentType::default_for(kind),
+            Some(t) => PaymentType::parse(&t).ok_or_else(|| {
+                ValidationError::new(
+                    "paymentType",
+                    format!("paymentType must be card, qr, wallet, bankapp or amex, got {:?}", t.chars().take(40).collect::<String>()),
+                )
+            })?,
+        };
+        let success = match body.get("success") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(ValidationError::new(
+                    "success",
+                    format!("success must be a JSON boolean, got {}", describe(other)),
+                ))
+            }
+        };
+        let amount = match (raw_amount, body.get("amount")) {
+            (Some(d), _) => Some(d),
+            (None, None | Some(Value::Null)) => None,
+            (None, Some(v)) => Some(decimal_from_value(v).ok_or_else(|| {
+                ValidationError::new("amount", format!("amount must be a number, got {}", describe(v)))
+            })?),
+        };
+        let (charge_id, payment_id) = if payment_type.asks_kbank() {
+            let text = text_of(&body, &["chargeId", "charge_id"], "chargeId")?.ok_or_else(|| {
+                ValidationError::new("chargeId", format!("chargeId is required for {} payments", payment_type.as_str()))
+            })?;
+            let id = ChargeId::parse("chargeId", &text)?;
+            let payment_id = id.as_str().to_string();
+            (Some(id), payment_id)
+        } else {
+            let id = text_of(&body, &["paymentId", "payment_id"], "paymentId")?
+                .filter(|p| !p.trim().is_empty())
+                .ok_or_else(|| ValidationError::new("paymentId", "paymentId is required"))?;
+            (None, id)
+        };
+        Ok(ProcessPaidRequest {
+            order_id,
+            payment_type,
+            success,
+            charge_id,
+            payment_id,
+            amount,
+        })
+    }
+}
+
+/// The object of an event, and its amount read from the JSON text when there is text.
+fn event_object(event: &Value) -> Result<(Map<String, Value>, Option<Decimal>), ValidationError> {
+    match event {
+        Value::String(text) => {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| ValidationError::new("body", format!("event is not valid JSON: {e}")))?;
+            let raw: HashMap<String, &RawValue> = serde_json::from_str(text).unwrap_or_default();
+            let (body, _) = event_object(&value)?;
+            Ok((body, raw.get("amount").and_then(|r| decimal_from_raw(r))))
+        }
+        Value::Object(map) => {
+            let names_order = map.contains_key("orderId") || map.contains_key("order_id");
+            match map.get("body") {
+                Some(inner @ (Value::String(_) | Value::Object(_))) if !names_order => event_object(inner),
+                _ => Ok((map.clone(), None)),
+            }
+        }
+        other => Err(ValidationError::new(
+            "body",
+            format!("event must be a JSON object, got {}", describe(other)),
+        )),
+    }
+}
+
+/// An order of the shop, as far as process-paid needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order {
+    pub order_id: String,
+    /// `data.grandTotal`; `None` when absent or not a number.
+    pub grand_total: Option<Decimal>,
+}
+
+impl Order {
+    /// `data` may be a map (M) or JSON text (S); `grandTotal` a number or numeric text.
+    pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
+        let r = ItemReader(item);
+        let order_id = match item.get("orderId") {
+            Some(Attr::N(n)) => n.clone(),
+            _ => r.unicode("orderId")?.to_string(),
+        };
+        let grand_total = match item.get("data") {
+            Some(Attr::M(data)) => match data.get("grandTotal") {
+                Some(Attr::N(n)) | Some(Attr::S(n)) => parse_decimal(n),
+                _ => None,
+            },
+            Some(Attr::S(text)) => serde_json::from_str::<HashMap<String, &RawValue>>(text)
+                .ok()
+                .and_then(|d| d.get("grandTotal").and_then(|r| decimal_from_raw(r))),
+            _ => None,
+        };
+        Ok(Order { order_id, grand_total })
+    }
+}
+
+/// The ledger status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaidOrderStatus {
+    Pending,
+    Paid,
+    Failed,
+}
+
+impl PaidOrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaidOrderStatus::Pending => "PENDING",
+            PaidOrderStatus::Paid => "PAID",
+            PaidOrderStatus::Failed => "FAILED",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "PENDING" => Some(PaidOrderStatus::Pending),
+            "PAID" => Some(PaidOrderStatus::Paid),
+            "FAILED" => Some(PaidOrderStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A ledger entry, as far as the decisions need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaidOrderState {
+    pub status: PaidOrderStatus,
+    pub payment_id: Option<String>,
+    /// The winner finished its side effects (absent on items written by others: treated as done).
+    pub effects_done: bool,
+}
+
+impl PaidOrderState {
+    pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
+        let r = ItemReader(item);
+        let status_text = r.unicode("status")?;
+        let status = PaidOrderStatus::parse(status_text).ok_or_else(|| DecodeError {
+            attribute: "status".into(),
+            problem: format!("unknown status {status_text:?}"),
+        })?;
+        Ok(PaidOrderState {
+            status,
+            payment_id: r.unicode_opt("paymentId")?.map(String::from),
+            effects_done: !matches!(item.get("effectsDone"), Some(Attr::Bool(false))),
+        })
+    }
+}
+
+/// What a ledger write says about the payment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaidClaim {
+    pub order_id: String,
+    pub payment_type: PaymentType,
+    pub payment_id: String,
+    pub charge_id: Option<String>,
+    pub amount: Option<Decimal>,
+}
+
+impl PaidClaim {
+    /// The ledger attributes of this claim with `status`, except the key and `created_at`.
+    pub fn attributes(&self, status: PaidOrderStatus, now: DateTime<Utc>) -> Item {
+        let mut item = ItemBuilder::new()
+            .unicode("orderId", &self.order_id)
+            .unicode("status", status.as_str())
+            .unicode("paymentType", self.payment_type.as_str())
+            .unicode("paymentId", &self.payment_id)
+            .unicode_opt("chargeId", self.charge_id.clone())
+            .unicode("updated_at", isoformat(now))
+            .build();
+        if let Some(a) = self.amount {
+            item.insert("amount".into(), Attr::N(a.to_string()));
+        }
+        if status == PaidOrderStatus::Paid {
+            item.insert("paidAt".into(), Attr::S(isoformat(now)));
+            item.insert("effectsDone".into(), Attr::Bool(false));
+            item.insert("effectsClaimedAt".into(), Attr::N(now.timestamp().to_string()));
+        }
+        item
+    }
+}
+
+/// The order attributes the winner sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderPaidUpdate {
+    pub order_id: String,
+    /// `PAID`.
+    pub payment_status: String,
+    pub paid_at: String,
+    pub payment_type: String,
+    pub payment_id: String,
+}
+
+/// What process-paid did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// This run applied the payment (order updated, notice sent).
+    Paid,
+    /// The order was already paid: nothing done.
+    AlreadyPaid,
+    /// The gateway does not report the charge paid yet.
+    Pending,
+    /// The payment failed (the gateway or the callback says so).
+    Failed,
+    /// Not applied: bad event, no such order, amount mismatch, gateway refused; alerted.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Paid => "paid",
+            Outcome::AlreadyPaid => "already_paid",
+            Outcome::Pending => "pending",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        [Outcome::Paid, Outcome::AlreadyPaid, Outcome::Pending, Outcome::Failed, Outcome::Rejected]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+    /// The order is paid after this run (by it or before it).
+    pub fn is_paid(self) -> bool {
+        matches!(self, Outcome::Paid | Outcome::AlreadyPaid)
+    }
+}
+
+/// The response of process-paid: the original's `{"statusCode": 200, "body": "\"success\""}`
+/// plus the outcome.
+pub fn response(outcome: Outcome, order_id: Option<&str>, error: Option<&str>) -> Value {
+    let mut r = json!({
+        "statusCode": 200,
+        "body": "\"success\"",
+        "outcome": outcome.as_str(),
+    });
+    if let Some(o) = order_id {
+        r["orderId"] = json!(o);
+    }
+    if let Some(e) = error {
+        r["error"] = json!(e);
+    }
+    r
+}
+
+/// The process-paid function.
+pub struct ProcessPaid {
+    settings: Arc<Settings>,
+    paid: Arc<ProcessPaidSettings>,
+    ports: Ports,
+    card: CardPorts,
+    secret: Arc<SecretCache>,
+    kbank: Arc<dyn ChargeInquiry>,
+    reporter: IncidentReporter,
+}
+
+impl ProcessPaid {
+    pub fn new(
+        settings: Arc<Settings>,
+        paid: Arc<ProcessPaidSettings>,
+        ports: Ports,
+        card: CardPorts,
+        kbank: Arc<dyn ChargeInquiry>,
+    ) -> Self {
+        let secret = Arc::new(SecretCache::new(
+            ports.secrets.clone(),
+            ports.clock.clone(),
+            paid.secret.name.clone(),
+            paid.secret.refresh,
+        ));
+        let reporter = IncidentReporter::new(
+            settings.clone(),
+            ports.errors.clone(),
+            ports.alert_gate.clone(),
+            ports.mailer.clone(),
+        );
+        ProcessPaid { settings, paid, ports, card, secret, kbank, reporter }
+    }
+
+    /// The function's name in the error log and alerts.
+    pub fn function(&self) -> &'static str {
+        match self.paid.kind {
+            ProcessPaidKind::Card => "processpaidorder",
+            ProcessPaidKind::Wallet => "processpaidwalletorder",
+            ProcessPaidKind::Amex => "processpaidamexorder",
+        }
+    }
+
+    /// Handles one event. `Err` only for failures a retry can fix (Lambda retries the event);
+    /// everything else is an outcome, after the error path where something is wrong.
+    pub async fn handle(&self, event: Value, request_id: &str) -> Result<Value, CallbackError> {
+        let request = match ProcessPaidRequest::parse(&event, self.paid.kind) {
+            Ok(r) => r,
+            Err(e) => {
+                let err = CallbackError::from(e);
+                let order = event_object(&event).ok().and_then(|(b, _)| {
+                    aliased(&b, &["orderId", "order_id"]).and_then(Value::as_str).map(String::from)
+                });
+                self.report(&err, order.as_deref(), None, &event, request_id).await;
+                let public = err.public_message(request_id);
+                return Ok(self.finish(Outcome::Rejected, order.as_deref(), Some(&public)));
+            }
+        };
+        let order_id = request.order_id.as_str().to_string();
+        match self.apply(&request).await {
+            Ok(outcome) => Ok(self.finish(outcome, Some(&order_id), None)),
+            Err(err) => {
+                self.report(&err, Some(&order_id), Some(&request.payment_id), &event, request_id)
+                    .await;
+                if err.retryable() {
+                    Err(err)
+                } else {
+                    let public = err.public_message(request_id);
+                    Ok(self.finish(Outcome::Rejected, Some(&order_id), Some(&public)))
+                }
+            }
+        }
+    }
+
+    fn finish(&self, outcome: Outcome, order_id: Option<&str>, error: Option<&str>) -> Value {
+        tracing::info!(function = self.function(), order_id, outcome = outcome.as_str(), "process-paid done");
+        response(outcome, order_id, error)
+    }
+
+    async fn report(&self, err: &CallbackError, order_id: Option<&str>, payment_id: Option<&str>, event: &Value, request_id: &str) {
+        self.reporter
+            .report(
+                Incident {
+                    function: self.function(),
+                    error: err,
+                    order_id,
+                    charge_id: payment_id,
+                    event,
+                    request_id,
+                },
+                self.ports.clock.now(),
+            )
+            .await;
+    }
+
+    async fn apply(&self, request: &ProcessPaidRequest) -> Result<Outcome, CallbackError> {
+        let table = &self.settings.tables.paid_order;
+        let order_id = request.order_id.as_str();
+        let mut claim = PaidClaim {
+            order_id: order_id.to_string(),
+            payment_type: request.payment_type,
+            payment_id: request.payment_id.clone(),
+            charge_id: request.charge_id.as_ref().map(|c| c.as_str().to_string()),
+            amount: request.amount,
+        };
+
+        // Already paid and finished: no need to ask the gateway again.
+        if let Some(state) = self.card.ledger.paid_state(table, order_id).await? {
+            if state.status == PaidOrderStatus::Paid && state.effects_done {
+                self.warn_if_second_payment(&state, &claim);
+                return Ok(Outcome::AlreadyPaid);
+            }
+        }
+
+        // Is it paid, and how much?
+        if request.payment_type.asks_kbank() {
+            let charge_id = request
+                .charge_id
+                .as_ref()
+                .ok_or_else(|| CallbackError::Internal("card payment without a charge id".into()))?;
+            let key = self.secret.get().await?;
+            let charge = self.kbank.charge(charge_id, &key).await?;
+            if charge.id != charge_id.as_str() {
+                return Err(crate::kbank::GatewayError::Unexpected(format!(
+                    "asked for charge {charge_id}, got {}",
+                    charge.id.chars().take(64).collect::<String>()
+                ))
+                .into());
+            }
+            match charge.state() {
+                ChargeState::Paid => claim.amount = Some(charge.amount),
+                ChargeState::Pending => {
+                    tracing::info!(order_id, charge_id = %charge_id, status = %charge.status,
+                        transaction_state = %charge.transaction_state, "charge not paid yet");
+                    self.card.ledger.note_pending(table, &claim, self.ports.clock.now()).await?;
+                    return Ok(Outcome::Pending);
+                }
+                ChargeState::Failed => return self.failed(&claim).await,
+            }
+        } else {
+            match request.success {
+                Some(true) => {}
+                Some(false) => return self.failed(&claim).await,
+                None => {
+                    return Err(ValidationError::new(
+                        "success",
+                        format!("success is required for {} payments", request.payment_type.as_str()),
+                    )
+                    .into())
+                }
+            }
+        }
+
+        // The order check.
+        let paid_amount = claim.amount.ok_or_else(|| CallbackError::Rejected {
+            kind: "AmountMissing",
+            message: format!("order {order_id}: the payment carries no amount to check against the total"),
+        })?;
+        let item = self
+            .card
+            .orders
+            .order_item(&self.settings.tables.order, order_id)
+            .await?
+            .ok_or_else(|| CallbackError::Rejected {
+                kind: "OrderNotFound",
+                message: format!("order {order_id} does not exist; the payment was not applied"),
+            })?;
+        let order = Order::from_item(&item).map_err(|e| CallbackError::Rejected {
+            kind: "OrderUnreadable",
+            message: format!("order {order_id} cannot be read: {e}"),
+        })?;
+        let total = order.grand_total.ok_or_else(|| CallbackError::Rejected {
+            kind: "OrderTotalMissing",
+            message: format!("order {order_id} has no data.grandTotal; the payment was not applied"),
+        })?;
+        if differs(paid_amount, total) {
+            return Err(CallbackError::Rejected {
+                kind: "AmountMismatch",
+                message: format!(
+                    "order {order_id}: paid {paid_amount} but the total is {total}; the payment was not applied"
+                ),
+            });
+        }
+
+        // The one write that wins.
+        let now = self.ports.clock.now();
+        let stale_before = now
+            - chrono::Duration::from_std(EFFECTS_LEASE).unwrap_or(chrono::Duration::seconds(60));
+        if !self.card.ledger.claim_paid(table, &claim, now, stale_before).await? {
+            return Ok(Outcome::AlreadyPaid);
+        }
+        let update = OrderPaidUpdate {
+            order_id: order_id.to_string(),
+            payment_status: PaidOrderStatus::Paid.as_str().to_string(),
+            paid_at: isoformat(now),
+            payment_type: claim.payment_type.as_str().to_string(),
+            payment_id: claim.payment_id.clone(),
+        };
+        // A failure here leaves the claim unfinished: the retry re-claims after the lease.
+        self.card.orders.mark_order_paid(&self.settings.tables.order, &update).await?;
+        self.send_paid_notice(&claim, paid_amount, &update.paid_at).await;
+        self.card.ledger.finish_paid(table, order_id, self.ports.clock.now()).await?;
+        Ok(Outcome::Paid)
+    }
+
+    async fn failed(&self, claim: &PaidClaim) -> Result<Outcome, CallbackError> {
+        let table = &self.settings.tables.paid_order;
+        if self.card.ledger.mark_failed(table, claim, self.ports.clock.now()).await? {
+            return Ok(Outcome::Failed);
+        }
+        // Lost: the entry is FAILED already, or PAID (which a failure never undoes).
+        match self.card.ledger.paid_state(table, &claim.order_id).await? {
+            Some(s) if s.status == PaidOrderStatus::Paid => Ok(Outcome::AlreadyPaid),
+            _ => Ok(Outcome::Failed),
+        }
+    }
+
+    fn warn_if_second_payment(&self, state: &PaidOrderState, claim: &PaidClaim) {
+        if state.payment_id.as_deref().is_some_and(|p| p != claim.payment_id) {
+            tracing::warn!(
+                order_id = %claim.order_id,
+                paid_with = state.payment_id.as_deref(),
+                also = %claim.payment_id,
+                "a second payment for an order already paid: check for a refund"
+            );
+        }
+    }
+
+    async fn send_paid_notice(&self, claim: &PaidClaim, amount: Decimal, paid_at: &str) {
+        let (Some(from), false) = (self.paid.notice_from.clone(), self.paid.notice_to.is_empty()) else {
+            tracing::info!(order_id = %claim.order_id, "no PAID_NOTICE_EMAIL_FROM/TO: no paid notice e-mail");
+            return;
+        };
+        let mail = Mail {
+            from,
+            to: self.paid.notice_to.clone(),
+            subject: format!("[payment3][{}] order {} paid", self.settings.branch, claim.order_id),
+            body: format!(
+                "Order: {}\nPayment type: {}\nPayment id: {}\nAmount: {}\nPaid at: {} UTC\n",
+                claim.order_id,
+                claim.payment_type.as_str(),
+                claim.payment_id,
+                amount,
+                paid_at
+            ),
+        };
+        // The payment is applied; a lost notice is logged, not a reason to fail.
+        if let Err(e) = self.ports.mailer.send(&mail).await {
+            tracing::error!(order_id = %claim.order_id, error = %e, "could not send the paid notice");
+        }
+    }
+}
