@@ -23,6 +23,7 @@ pub mod kbank;
 pub mod kbank_secret;
 pub mod memory;
 pub mod money;
+pub mod notify;
 pub mod paid;
 pub mod ports;
 pub mod processor;

@@ -525,3 +525,28 @@ impl ChargeInquiry for MemoryKBank {
             .ok_or_else(|| GatewayError::Refused { status: 404, body: "charge not found".into() })
     }
 }
+
+impl MemoryAws {
+    /// Every port on this in-memory AWS, with `clock`.
+    pub fn ports(self: &std::sync::Arc<Self>, clock: std::sync::Arc<dyn crate::clock::Clock>) -> crate::ports::Ports {
+        crate::ports::Ports {
+            records: self.clone(),
+            inbox: self.clone(),
+            errors: self.clone(),
+            alert_gate: self.clone(),
+            invoker: self.clone(),
+            mailer: self.clone(),
+            secrets: self.clone(),
+            clock,
+        }
+    }
+
+    /// The card-path stores on this in-memory AWS.
+    pub fn card_ports(self: &std::sync::Arc<Self>) -> crate::ports::CardPorts {
+        crate::ports::CardPorts {
+            cards: self.clone(),
+            orders: self.clone(),
+            ledger: self.clone(),
+        }
+    }
+}

@@ -618,3 +618,277 @@ impl ProcessPaid {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::kbank::GatewayError;
+    use crate::clock::Clock;
+    use crate::memory::{MemoryAws, MemoryKBank};
+    use crate::ports::PaidOrderLedger;
+    use chrono::TimeZone;
+
+    const ORDERS: &str = "order-table-dev";
+    const LEDGER: &str = "payment3-paid-order-dev";
+    const ERRORS: &str = "payment3-callback-error-log-dev";
+    const KEY: &str = "skey_test_payment3_local";
+    const ORDER: &str = "482500007436";
+
+    struct World {
+        aws: Arc<MemoryAws>,
+        kbank: Arc<MemoryKBank>,
+        clock: Arc<ManualClock>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let aws = Arc::new(MemoryAws::default());
+            aws.set_secret("kbank-dev", &format!(r#"{{"secretKey": "{KEY}"}}"#));
+            let w = World {
+                aws,
+                kbank: Arc::new(MemoryKBank::with_key(KEY)),
+                clock: Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap())),
+            };
+            w.order_with_data(Attr::M([("grandTotal".to_string(), Attr::N("2339.00".into()))].into()));
+            w.kbank.set_charge("chrg_1", "2339.00", "success", "Authorized");
+            w
+        }
+        fn order_with_data(&self, data: Attr) {
+            let item: Item = [("orderId".to_string(), Attr::S(ORDER.into())), ("data".to_string(), data)].into();
+            self.aws.put_item(ORDERS, ORDER, item);
+        }
+        fn process(&self, kind: ProcessPaidKind) -> ProcessPaid {
+            ProcessPaid::new(
+                Arc::new(Settings::for_branch("dev")),
+                Arc::new(ProcessPaidSettings::for_kind(kind, "dev")),
+                self.aws.ports(self.clock.clone()),
+                self.aws.card_ports(),
+                self.kbank.clone(),
+            )
+        }
+        fn ledger(&self) -> Option<PaidOrderState> {
+            self.aws.item(LEDGER, ORDER).map(|i| PaidOrderState::from_item(&i).unwrap())
+        }
+        fn order(&self) -> Item {
+            self.aws.item(ORDERS, ORDER).unwrap()
+        }
+        fn notices(&self) -> usize {
+            self.aws.mails().iter().filter(|m| m.subject.contains("paid")).count()
+        }
+    }
+
+    fn card_event(charge: &str) -> Value {
+        json!({"orderId": ORDER, "paymentType": "card", "chargeId": charge})
+    }
+
+    async fn outcome(p: &ProcessPaid, event: Value) -> String {
+        let r = p.handle(event, "req").await.expect("no retryable failure");
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(r["body"], "\"success\"");
+        r["outcome"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_authorized_charge_is_paid_once() {
+        // Given an order of 2339.00 and a charge KBank reports Authorized
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        // When process-paid runs
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        // Then the order is paid, the ledger says PAID, one notice went out
+        let order = w.order();
+        assert_eq!(order["paymentStatus"], Attr::S("PAID".into()));
+        assert_eq!(order["paymentType"], Attr::S("card".into()));
+        assert_eq!(order["paymentId"], Attr::S("chrg_1".into()));
+        assert!(matches!(order.get("paidAt"), Some(Attr::S(_))));
+        let ledger = w.ledger().unwrap();
+        assert_eq!(ledger.status, PaidOrderStatus::Paid);
+        assert!(ledger.effects_done);
+        assert_eq!(w.aws.item(LEDGER, ORDER).unwrap()["amount"], Attr::N("2339.00".into()));
+        assert_eq!(w.notices(), 1);
+        assert_eq!(w.aws.mails()[0].to, vec!["orders@example.com".to_string()]);
+        // And running it again is already_paid without asking KBank again
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        assert_eq!(w.kbank.calls(), 1);
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(w.notices(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_charge_not_yet_authorized_is_pending_then_paid() {
+        let w = World::new();
+        w.kbank.set_charge("chrg_1", "2339.00", "success", "Pre-Authorized");
+        let p = w.process(ProcessPaidKind::Card);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "pending");
+        assert!(!w.order().contains_key("paymentStatus"));
+        assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Pending);
+        assert_eq!(w.notices(), 0);
+        // The gateway authorizes it; the next run applies it.
+        w.kbank.set_charge("chrg_1", "2339.00", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        assert_eq!(w.aws.order_updates(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_charge_is_failed_and_a_new_payment_can_still_pay() {
+        let w = World::new();
+        w.kbank.set_charge("chrg_1", "2339.00", "fail", "Declined");
+        let p = w.process(ProcessPaidKind::Card);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "failed");
+        assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Failed);
+        assert_eq!(w.aws.order_updates(), 0);
+        // The customer pays again with another card: FAILED -> PAID.
+        w.kbank.set_charge("chrg_2", "2339.00", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_2")).await, "paid");
+        assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Paid);
+        // A late failure never takes the order out of PAID.
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Paid);
+    }
+
+    #[tokio::test]
+    async fn a_missing_order_or_a_different_amount_is_rejected_and_alerted() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        w.kbank.set_charge("chrg_9", "100.00", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_9")).await, "rejected");
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors[0].error_type, "AmountMismatch");
+        assert!(errors[0].error.contains("paid 100.00 but the total is 2339.00"), "{}", errors[0].error);
+        assert_eq!(w.aws.mails().len(), 1, "alerted");
+        assert!(w.ledger().is_none());
+        assert_eq!(w.aws.order_updates(), 0);
+
+        let other = json!({"orderId": "no-such-order", "chargeId": "chrg_1"});
+        assert_eq!(outcome(&p, other).await, "rejected");
+        assert!(w.aws.error_log(ERRORS).iter().any(|e| e.error_type == "OrderNotFound"));
+        // Within a cent is the same amount.
+        w.kbank.set_charge("chrg_3", "2339.01", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_3")).await, "paid");
+    }
+
+    #[tokio::test]
+    async fn the_order_document_may_be_json_text() {
+        let w = World::new();
+        w.order_with_data(Attr::S(r#"{"grandTotal": 2339.0, "items": []}"#.into()));
+        assert_eq!(outcome(&w.process(ProcessPaidKind::Card), card_event("chrg_1")).await, "paid");
+    }
+
+    #[tokio::test]
+    async fn wallet_and_amex_payments_carry_their_result() {
+        let w = World::new();
+        let wallet = w.process(ProcessPaidKind::Wallet);
+        // A failure first (JSON text event, as an async invoke payload may be).
+        let failed = json!({"order_id": ORDER, "payment_id": "pay_0", "success": false, "amount": 2339.0});
+        assert_eq!(outcome(&wallet, Value::String(failed.to_string())).await, "failed");
+        let paid = r#"{"orderId": "482500007436", "paymentId": "pay_1", "success": true, "amount": 2339.00, "userId": "u"}"#;
+        assert_eq!(outcome(&wallet, Value::String(paid.into())).await, "paid");
+        assert_eq!(w.order()["paymentType"], Attr::S("wallet".into()));
+        assert_eq!(w.order()["paymentId"], Attr::S("pay_1".into()));
+        assert_eq!(w.kbank.calls(), 0, "wallet payments do not ask KBank");
+        // Amex, bank app: their own types.
+        let amex = w.process(ProcessPaidKind::Amex);
+        let again = json!({"orderId": ORDER, "paymentId": "amex_1", "success": true, "amount": 2339});
+        assert_eq!(outcome(&amex, again).await, "already_paid");
+        let bank = json!({"orderId": "x", "paymentType": "bankapp", "paymentId": "b", "success": true, "amount": 1});
+        assert_eq!(outcome(&wallet, bank).await, "rejected");
+    }
+
+    #[tokio::test]
+    async fn bad_events_are_rejected_with_the_reason() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        for (event, needle) in [
+            (json!({}), "orderId is required"),
+            (json!({"orderId": ORDER}), "chargeId is required for card payments"),
+            (json!({"orderId": ORDER, "paymentType": "cash", "chargeId": "c"}), "paymentType must be"),
+            (json!({"orderId": ORDER, "chargeId": "../../admin"}), "chargeId may hold only"),
+            (json!({"orderId": ORDER, "paymentType": "wallet", "paymentId": "p"}), "success is required"),
+            (json!("{not json"), "event is not valid JSON"),
+            (json!([1]), "event must be a JSON object"),
+            (json!(null), "event must be a JSON object"),
+        ] {
+            let r = p.handle(event.clone(), "req").await.unwrap();
+            assert_eq!(r["outcome"], "rejected", "{event}");
+            assert!(r["error"].as_str().unwrap().contains(needle), "{event}: {}", r["error"]);
+        }
+        assert_eq!(w.aws.order_updates(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_gateway_fails_for_a_retry_and_a_refusal_does_not() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        w.kbank.fail_with(Some(GatewayError::Unreachable("timed out".into())));
+        let err = p.handle(card_event("chrg_1"), "req").await.unwrap_err();
+        assert!(err.retryable());
+        assert_eq!(w.aws.error_log(ERRORS)[0].error_type, "GatewayUnreachable");
+        w.kbank.fail_with(Some(GatewayError::ServerError { status: 502 }));
+        assert!(p.handle(card_event("chrg_1"), "req").await.is_err());
+        w.kbank.fail_with(None);
+        // Unknown charge: KBank answers 404; not retried, alerted.
+        assert_eq!(outcome(&p, card_event("chrg_unknown")).await, "rejected");
+        assert!(w.aws.error_log(ERRORS).iter().any(|e| e.error_type == "GatewayRefused"));
+        // The retry after the outage applies the payment.
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+    }
+
+    #[tokio::test]
+    async fn ten_runs_at_once_update_the_order_once() {
+        // Given one paid charge and ten concurrent process-paid runs for it
+        let w = World::new();
+        let p = Arc::new(w.process(ProcessPaidKind::Card));
+        let runs: Vec<_> = (0..12)
+            .map(|i| {
+                let p = p.clone();
+                tokio::spawn(async move { p.handle(card_event("chrg_1"), &format!("r{i}")).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for r in runs {
+            outcomes.push(r.await.unwrap().unwrap()["outcome"].as_str().unwrap().to_string());
+        }
+        // Then exactly one applied it, the rest saw it paid
+        assert_eq!(outcomes.iter().filter(|o| *o == "paid").count(), 1, "{outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| *o == "already_paid").count(), 11, "{outcomes:?}");
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(w.notices(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_winner_that_died_before_the_order_update_is_taken_over_after_the_lease() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        // The ledger write wins, then DynamoDB fails before the order update.
+        let claim = PaidClaim {
+            order_id: ORDER.into(),
+            payment_type: PaymentType::Card,
+            payment_id: "chrg_1".into(),
+            charge_id: Some("chrg_1".into()),
+            amount: Some(Decimal::new(233900, 2)),
+        };
+        let now = w.clock.now();
+        assert!(w.aws.claim_paid(LEDGER, &claim, now, now).await.unwrap());
+        // Within the lease another run does not touch the order.
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        assert_eq!(w.aws.order_updates(), 0);
+        // After it, the retry of that payment finishes the job.
+        w.clock.advance(chrono::Duration::seconds(61));
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        assert_eq!(w.aws.order_updates(), 1);
+        assert!(w.ledger().unwrap().effects_done);
+        // A different payment never takes over someone else's claim.
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_retried_not_lost() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        w.aws.fail_store(true);
+        assert!(p.handle(card_event("chrg_1"), "r").await.unwrap_err().retryable());
+        w.aws.fail_store(false);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+    }
+}
