@@ -1,0 +1,806 @@
+"""template.yaml against the code: what the Rust sources need, the template must provide.
+
+Everything expected is read from the sources, not from a copy of the template:
+- functions: every crate in functions/ (its [[bin]] targets, Cargo.toml) is built by a function
+  resource; every function the code invokes (the `*_FUNCTION` names in config) is deployed;
+  every REST fixture in events/<crate>/ is routed to that crate's function.
+- environment: every variable read (`var("X")`, `seconds("X", ..)`, ...) by the `from_env`
+  constructors a function's main reaches is set on that function.
+- tables: every default table name in config (`named("X_TABLE", "kebab")`) is a table of the
+  template with that TableName; the key attributes and index names the code addresses are keys
+  and indexes of the template's tables, and the template's keys are names the code uses.
+- IAM: every statement names only resources of this template (or the parameter-named order table
+  and secret, under the same name the function is given); the grants match ACCESS below, the
+  one hand-written contract here, and every AWS operation the code calls is granted somewhere.
+Run: pytest tests/test_template.py (part of `make test`); it also runs cfn-lint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+CORE = ROOT / "crates" / "callback-core" / "src"
+FUNCTIONS = ROOT / "functions"
+EVENTS = ROOT / "events"
+
+# ---------------------------------------------------------------------------------------------
+# The access contract (SPEC 4-6): per function, per resource, the actions it may use. Keys are
+# resource kinds: table:<kebab> (payment3-<kebab>-<branch>, or table:order), index:<kebab>/<name>,
+# function:<kebab>, secret:kbank, ses. Both a missing and an extra grant fail the test.
+
+_ERRORS = {
+    "table:callback-error-log": {"dynamodb:PutItem"},
+    "table:alert-cooldown": {"dynamodb:UpdateItem"},
+    "ses": {"ses:SendEmail"},
+}
+_CALLBACK = {**_ERRORS, "table:callback-inbox": {"dynamodb:PutItem", "dynamodb:UpdateItem"}}
+_CARD = {
+    **_ERRORS,
+    "table:credit-card-notify": {"dynamodb:PutItem"},
+    "table:card-payment-record": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"},
+    "index:card-payment-record/chargeId-index": {"dynamodb:Query"},
+    "secret:kbank": {"secretsmanager:GetSecretValue"},
+}
+_PROCESS_PAID = {
+    **_ERRORS,
+    "table:order": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+    "table:paid-order": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+}
+ACCESS: dict[str, dict[str, set[str]]] = {
+    "wallet-callback": {
+        **_CALLBACK,
+        "table:wallet-callback-record": {"dynamodb:UpdateItem"},
+        "function:process-paid-wallet-order-internal": {"lambda:InvokeFunction"},
+    },
+    "bankapp-callback": {
+        **_CALLBACK,
+        "table:wallet-callback-record": {"dynamodb:UpdateItem"},
+        "function:process-paid-wallet-order-internal": {"lambda:InvokeFunction"},
+    },
+    "amex-callback": {
+        **_CALLBACK,
+        "table:amex-callback-record": {"dynamodb:UpdateItem"},
+        "function:process-paid-amex-order-internal": {"lambda:InvokeFunction"},
+    },
+    "notify": {
+        **_CARD,
+        "function:process-paid-order-internal": {"lambda:InvokeFunction"},
+        "function:delayed-notify": {"lambda:InvokeFunction"},
+    },
+    "delayed-notify": {
+        **_CARD,
+        "function:process-paid-order-internal": {"lambda:InvokeFunction"},
+    },
+    # Only the card/QR kind asks KBank, so only it reads the secret.
+    "process-paid-order-internal": {
+        **_PROCESS_PAID,
+        "secret:kbank": {"secretsmanager:GetSecretValue"},
+    },
+    "process-paid-wallet-order-internal": _PROCESS_PAID,
+    "process-paid-amex-order-internal": _PROCESS_PAID,
+}
+
+# SDK operations (method names on the aws-sdk clients) and the IAM action each needs.
+SDK_ACTIONS = {
+    "get_item": "dynamodb:GetItem",
+    "put_item": "dynamodb:PutItem",
+    "update_item": "dynamodb:UpdateItem",
+    "delete_item": "dynamodb:DeleteItem",
+    "query": "dynamodb:Query",
+    "scan": "dynamodb:Scan",
+    "batch_get_item": "dynamodb:BatchGetItem",
+    "batch_write_item": "dynamodb:BatchWriteItem",
+    "transact_write_items": "dynamodb:UpdateItem",
+    "send_email": "ses:SendEmail",
+    "send_raw_email": "ses:SendRawEmail",
+    "get_secret_value": "secretsmanager:GetSecretValue",
+    "invoke": "lambda:InvokeFunction",
+}
+
+# Set by the Lambda service itself, never by the template.
+RUNTIME_VARIABLES = re.compile(r"^(AWS_|_|LAMBDA_TASK_ROOT$|RUST_LOG$)")
+
+
+# ---------------------------------------------------------------------------------------------
+# template.yaml, with the CloudFormation short forms read as their long forms.
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@cache
+def template() -> dict:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+
+
+def resources(kind: str) -> dict[str, dict]:
+    return {k: v for k, v in template()["Resources"].items() if v["Type"] == kind}
+
+
+def alternatives(expr, subst: dict | None = None) -> set[str]:
+    """Every string an expression can evaluate to, with references kept as ${Name}."""
+    subst = subst or {}
+    if isinstance(expr, (str, int, float, bool)):
+        text = str(expr).lower() if isinstance(expr, bool) else str(expr)
+        return _substitute({text}, subst)
+    if isinstance(expr, dict) and len(expr) == 1:
+        (fn, arg), = expr.items()
+        if fn == "Ref":
+            return {"${%s}" % arg}
+        if fn == "Fn::GetAtt":
+            return {"${%s}" % ".".join(arg)}
+        if fn == "Fn::If":
+            return alternatives(arg[1], subst) | alternatives(arg[2], subst)
+        if fn == "Fn::Sub":
+            if isinstance(arg, str):
+                return {arg}
+            text, variables = arg
+            return _substitute({text}, {k: alternatives(v) for k, v in variables.items()})
+    raise AssertionError(f"expression the template test cannot read: {expr!r}")
+
+
+def _substitute(texts: set[str], subst: dict[str, set[str]]) -> set[str]:
+    for name, values in subst.items():
+        texts = {t.replace("${%s}" % name, v) for t in texts for v in values}
+    return texts
+
+
+def one(expr) -> str:
+    values = alternatives(expr)
+    assert len(values) == 1, f"expected one value, got {sorted(values)}"
+    return values.pop()
+
+
+SUFFIX = "${FunctionNameSuffix}"
+NAME = re.compile(r"^payment3-(?P<kebab>[a-z0-9-]+)-\$\{Branch\}$")
+
+
+def function_resources() -> dict[str, dict]:
+    return resources("AWS::Serverless::Function")
+
+
+def function_name(logical_id: str) -> str:
+    """The function's name with the migration suffix taken off: payment3-<kebab>-${Branch}."""
+    name = one(function_resources()[logical_id]["Properties"]["FunctionName"])
+    return name.removesuffix(SUFFIX)
+
+
+def function_kebab(logical_id: str) -> str:
+    match = NAME.match(function_name(logical_id))
+    assert match, f"{logical_id}: FunctionName is not payment3-<name>-${{Branch}}"
+    return match["kebab"]
+
+
+def function_by_kebab() -> dict[str, str]:
+    return {function_kebab(fid): fid for fid in function_resources()}
+
+
+def globals_function() -> dict:
+    return template().get("Globals", {}).get("Function", {})
+
+
+def setting(logical_id: str, key: str):
+    props = function_resources()[logical_id]["Properties"]
+    return props.get(key, globals_function().get(key))
+
+
+def environment(logical_id: str) -> dict:
+    merged = dict(globals_function().get("Environment", {}).get("Variables", {}))
+    props = function_resources()[logical_id]["Properties"]
+    merged.update(props.get("Environment", {}).get("Variables", {}))
+    return merged
+
+
+def binary(logical_id: str) -> str | None:
+    return function_resources()[logical_id].get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+
+
+def tables() -> dict[str, dict]:
+    return resources("AWS::DynamoDB::Table")
+
+
+def table_names() -> dict[str, str]:
+    """TableName -> logical id."""
+    return {one(t["Properties"]["TableName"]): tid for tid, t in tables().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The Rust sources: comments and #[cfg(test)] modules removed, functions and their calls found.
+
+
+def _strip(text: str) -> str:
+    """Comments out, string literals kept (they are what we look for)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            i = text.find("*/", i) + 2
+        elif c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            i = j + 1
+        elif c == "'" and re.match(r"'(\\.|[^\\'])'", text[i : i + 4]):
+            out.append("' '")  # a char literal such as '{' must not count as a brace
+            i = text.index("'", i + 1 + (text[i + 1] == "\\")) + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _block_end(text: str, open_brace: int) -> int:
+    depth, i = 0, open_brace
+    while True:
+        if text[i] == '"':
+            i = text.index('"', i + 1)
+            while text[i - 1] == "\\" and text[i - 2] != "\\":
+                i = text.index('"', i + 1)
+        elif text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+
+
+def _without_tests(text: str) -> str:
+    while (m := re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text)) :
+        text = text[: m.start()] + text[_block_end(text, m.end() - 1) + 1 :]
+    return text
+
+
+@cache
+def source(path: Path) -> str:
+    return _without_tests(_strip(path.read_text()))
+
+
+def core_files() -> list[Path]:
+    return sorted(CORE.rglob("*.rs"))
+
+
+def crate_files(crate: str) -> list[Path]:
+    return sorted((FUNCTIONS / crate / "src").rglob("*.rs"))
+
+
+def all_rust_files() -> list[Path]:
+    return core_files() + sorted(FUNCTIONS.glob("*/src/**/*.rs"))
+
+
+FN = re.compile(r"\bfn\s+(\w+)[^{;]*\{")
+IMPL = re.compile(r"\bimpl\b(?:\s*<[^{]*?>)?\s+(?:[\w:]+(?:<[^{]*?>)?\s+for\s+)?(\w+)(?:<[^{]*?>)?\s*(?:where[^{]*)?\{")
+CALL = re.compile(r"(?<![.\w])(?:(\w+)::)?(\w+)\s*(?:::<[^()]*?>)?\s*\(")
+ENV_READ = re.compile(r"(?<![.\w])(?:\w+::)*(\w+)\s*\(\s*\"([A-Z][A-Z0-9_]{2,})\"")
+ENV_PRIMITIVES = {"var", "seconds", "days", "var_os"}
+
+
+def functions_in(paths: list[Path]) -> dict[tuple[str | None, str], list[str]]:
+    """(impl type or None, fn name) -> bodies."""
+    found: dict[tuple[str | None, str], list[str]] = {}
+    for path in paths:
+        text = source(path)
+        impls = [(m.group(1), m.end() - 1, _block_end(text, m.end() - 1)) for m in IMPL.finditer(text)]
+        for m in FN.finditer(text):
+            open_brace = m.end() - 1
+            owner = next((t for t, a, b in impls if a < m.start() < b), None)
+            body = text[open_brace : _block_end(text, open_brace) + 1]
+            found.setdefault((owner, m.group(1)), []).append(body)
+    return found
+
+
+def reachable_env(roots: list[tuple[str | None, str]], fns: dict) -> set[str]:
+    """Environment variables read by the functions reachable from `roots`."""
+    types = {owner for owner, _ in fns if owner}
+    seen, todo, env = set(), list(roots), set()
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        for body in fns.get(key, []):
+            env |= {name for _, name in ENV_READ.findall(body)}
+            for qualifier, name in CALL.findall(body):
+                if qualifier == "Self":
+                    todo.append((key[0], name))
+                elif qualifier in types:
+                    todo.append((qualifier, name))
+                else:
+                    todo.append((None, name))
+    return {e for e in env if not RUNTIME_VARIABLES.match(e)}
+
+
+@cache
+def crate_bins() -> dict[str, set[str]]:
+    bins = {}
+    for manifest in sorted(FUNCTIONS.glob("*/Cargo.toml")):
+        data = tomllib.loads(manifest.read_text())
+        names = {b["name"] for b in data.get("bin", [])} or {data["package"]["name"]}
+        bins[manifest.parent.name] = names
+    return bins
+
+
+def crate_of_binary(name: str) -> str | None:
+    return next((crate for crate, bins in crate_bins().items() if name in bins), None)
+
+
+@cache
+def env_read_by_crate() -> dict[str, set[str]]:
+    core = functions_in(core_files())
+    result = {}
+    for crate in crate_bins():
+        own = functions_in(crate_files(crate))
+        fns = {**core, **{k: core.get(k, []) + v for k, v in own.items()}}
+        result[crate] = reachable_env([(None, "main")], fns)
+    return result
+
+
+@cache
+def env_read_anywhere() -> set[str]:
+    found = set()
+    for path in all_rust_files():
+        found |= {name for fn, name in ENV_READ.findall(source(path)) if fn in ENV_PRIMITIVES}
+    return {e for e in found if not RUNTIME_VARIABLES.match(e)}
+
+
+@cache
+def default_names() -> dict[str, str]:
+    """X_TABLE / X_FUNCTION -> its default name as a template pattern (payment3-x-${Branch})."""
+    defaults = {}
+    for path in core_files():
+        text = source(path)
+        # let named = |env: &'static str, name: &str| { var(env).unwrap_or_else(|| format!("payment3-{name}-{branch}")) };
+        for closure in re.finditer(
+            r"let\s+(\w+)\s*=\s*\|\s*(\w+)[^,|]*,\s*(\w+)[^|]*\|[^;]*?format!\(\s*\"([^\"]*)\"", text
+        ):
+            helper, _, name_param, pattern = closure.groups()
+            for env, kebab in re.findall(rf"(?<![.\w]){helper}\(\s*\"(\w+)\"\s*,\s*\"([^\"]+)\"\s*,?\s*\)", text):
+                defaults[env] = pattern.replace("{%s}" % name_param, kebab)
+        # var("ORDER_TABLE").unwrap_or_else(|| format!("order-table-{branch}"))
+        for env, pattern in re.findall(
+            r"var\(\s*\"(\w+)\"\s*\)\s*\.unwrap_or_else\(\s*\|\|\s*format!\(\s*\"([^\"]*)\"", text
+        ):
+            defaults[env] = pattern
+    return {env: p.replace("{branch}", "${Branch}") for env, p in defaults.items()}
+
+
+def rust_consts() -> dict[str, str]:
+    consts = {}
+    for path in all_rust_files():
+        consts.update(re.findall(r"const\s+(\w+)\s*:\s*&(?:'static\s+)?str\s*=\s*\"([^\"]*)\"", source(path)))
+    return consts
+
+
+def rust_strings() -> set[str]:
+    strings = set()
+    for path in all_rust_files():
+        strings |= set(re.findall(r"\"((?:[^\"\\]|\\.)*)\"", source(path)))
+    return strings
+
+
+def _name_or_const(token: str, consts: dict[str, str]) -> str:
+    token = token.strip()
+    if token.startswith('"'):
+        return token.strip('"')
+    assert token in consts, f"key {token} is neither a string literal nor a &str const"
+    return consts[token]
+
+
+def code_keys() -> set[str]:
+    """Attribute names the code addresses items by (GetItem/UpdateItem keys, key conditions)."""
+    consts, keys = rust_consts(), set()
+    for path in all_rust_files():
+        text = source(path)
+        keys |= {_name_or_const(t, consts) for t in re.findall(r"\.key\(\s*(\"[^\"]+\"|[A-Z_]+)\s*,", text)}
+        for group in re.findall(r"key_of\([^,]+,\s*&\[([^\]]*)\]", text):
+            keys |= {_name_or_const(t, consts) for t in group.split(",") if t.strip()}
+        for expression in re.findall(r"\.key_condition_expression\(\s*\"([^\"]+)\"", text):
+            keys |= set(re.findall(r"(?<![#:\w])(\w+)\s*=", expression))
+    return keys
+
+
+def code_indexes() -> set[str]:
+    consts, found = rust_consts(), set()
+    for path in all_rust_files():
+        found |= {_name_or_const(t, consts) for t in re.findall(r"\.index_name\(\s*(\"[^\"]+\"|[A-Z_]+)\s*\)", source(path))}
+    return found
+
+
+def sdk_operations() -> set[str]:
+    found = set()
+    for path in all_rust_files():
+        found |= set(re.findall(r"\.(%s)\(\)" % "|".join(SDK_ACTIONS), source(path)))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Functions
+
+
+def test_every_crate_is_built_into_a_function():
+    built = {crate_of_binary(binary(fid)) for fid in function_resources()}
+    missing = sorted(set(crate_bins()) - built)
+    assert not missing, f"crates in functions/ with no function resource: {missing}"
+
+
+def test_every_function_is_a_cargo_lambda_arm64_build_of_a_workspace_binary():
+    for fid, resource in function_resources().items():
+        assert resource.get("Metadata", {}).get("BuildMethod") == "rust-cargolambda", fid
+        assert crate_of_binary(binary(fid)), f"{fid}: Binary {binary(fid)!r} is no [[bin]] in functions/"
+        # The workspace root, so the whole workspace (callback-core included) builds.
+        assert setting(fid, "CodeUri") in (".", "./"), fid
+        assert setting(fid, "Runtime") == "provided.al2023", fid
+        assert setting(fid, "Architectures") == ["arm64"], fid
+        assert setting(fid, "Handler") == "bootstrap", fid
+        assert 128 <= setting(fid, "MemorySize") <= 256, fid
+
+
+def test_every_function_the_code_invokes_is_deployed():
+    deployed = {function_name(fid) for fid in function_resources()}
+    invoked = {env: name for env, name in default_names().items() if env.endswith("_FUNCTION")}
+    assert invoked, "no X_FUNCTION defaults found in callback-core: has config.rs changed shape?"
+    missing = {env: name for env, name in invoked.items() if name not in deployed}
+    assert not missing, f"functions the code invokes that the template does not deploy: {missing}"
+
+
+def test_functions_invoked_asynchronously_keep_failed_events():
+    """Process-paid and delayed notify run async: retries, an age limit, a queue for what fails."""
+    by_name = {function_name(fid): fid for fid in function_resources()}
+    queues = resources("AWS::SQS::Queue")
+    alarmed = {
+        one(d["Value"]).removeprefix("${").removesuffix(".QueueName}")
+        for a in resources("AWS::CloudWatch::Alarm").values()
+        for d in a["Properties"].get("Dimensions", [])
+        if d["Name"] == "QueueName"
+    }
+    for env, name in default_names().items():
+        if not env.endswith("_FUNCTION"):
+            continue
+        fid = by_name[name]
+        config = function_resources()[fid]["Properties"].get("EventInvokeConfig")
+        assert config, f"{fid} is invoked asynchronously but has no EventInvokeConfig"
+        assert 0 <= config["MaximumRetryAttempts"] <= 2 and config["MaximumEventAgeInSeconds"] >= 60, fid
+        destination = config["DestinationConfig"]["OnFailure"]
+        assert destination["Type"] == "SQS", fid
+        queue = one(destination["Destination"]).removeprefix("${").removesuffix(".Arn}")
+        assert queue in queues, f"{fid}: on-failure destination {queue} is not a queue of the template"
+        assert queue in alarmed, f"no alarm on the depth of {queue}"
+
+
+def test_timeouts_fit_the_work():
+    for fid in function_resources():
+        kebab, timeout = function_kebab(fid), setting(fid, "Timeout")
+        if kebab == "delayed-notify":
+            assert timeout == 240, fid
+        elif kebab.startswith("process-paid"):
+            assert timeout == 200, fid
+        else:
+            assert timeout <= 30, f"{fid}: API Gateway gives up after 29 s"
+
+
+def test_process_paid_functions_are_told_their_kind():
+    kinds = {}
+    for fid in function_resources():
+        if crate_of_binary(binary(fid)) == "process-paid":
+            kinds[function_name(fid)] = one(environment(fid).get("PROCESS_PAID_KIND"))
+    assert sorted(kinds.values()) == ["amex", "card", "wallet"], kinds
+    # Whoever is told PROCESS_PAID_<KIND>_FUNCTION reaches the function of that kind.
+    for env, name in default_names().items():
+        m = re.fullmatch(r"PROCESS_PAID_(\w+)_FUNCTION", env)
+        if m:
+            assert kinds.get(name) == m[1].lower(), f"{env} names {name}, whose kind is {kinds.get(name)}"
+
+
+def test_every_rest_fixture_is_routed_to_its_function():
+    routes = {}
+    for fid in function_resources():
+        for event in (function_resources()[fid]["Properties"].get("Events") or {}).values():
+            if event["Type"] == "Api":
+                p = event["Properties"]
+                assert p.get("RestApiId") == {"Ref": "PaymentApi"}, fid
+                routes[(p["Method"].upper(), p["Path"])] = crate_of_binary(binary(fid))
+    fixtures = 0
+    for path in sorted(EVENTS.glob("*/*.json")):
+        event = json.loads(path.read_text())
+        if not (isinstance(event, dict) and event.get("httpMethod") and event.get("resource")):
+            continue
+        fixtures += 1
+        route = (event["httpMethod"], event["resource"])
+        assert routes.get(route) == path.parent.name, f"{path.relative_to(ROOT)}: {route} goes to {routes.get(route)}"
+    assert fixtures, "no REST fixtures found in events/"
+
+
+def test_every_function_has_an_error_alarm_and_a_log_group_with_retention():
+    alarmed = {
+        one(d["Value"])
+        for a in resources("AWS::CloudWatch::Alarm").values()
+        for d in a["Properties"].get("Dimensions", [])
+        if d["Name"] == "FunctionName" and a["Properties"]["MetricName"] == "Errors"
+    }
+    groups = resources("AWS::Logs::LogGroup")
+    for fid in function_resources():
+        assert "${%s}" % fid in alarmed, f"no Errors alarm on {fid}"
+        group = setting(fid, "LoggingConfig")["LogGroup"]["Ref"]
+        assert one(groups[group]["Properties"]["LogGroupName"]) == f"/aws/lambda/{function_name(fid)}{SUFFIX}"
+        assert "RetentionInDays" in groups[group]["Properties"], group
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def test_the_code_reads_its_environment_in_from_env_constructors():
+    core = functions_in(core_files())
+    constructors = reachable_env([key for key in core if key[1] == "from_env"], core)
+    stray = env_read_anywhere() - constructors
+    assert not stray, (
+        f"read outside the from_env constructors, so the template test cannot tell who needs them: {sorted(stray)}"
+    )
+    assert "BRANCH" in set().union(*env_read_by_crate().values()), "the env parser found nothing: has config.rs changed shape?"
+
+
+def test_every_variable_a_function_reads_is_set_on_it():
+    missing = {}
+    for fid in function_resources():
+        needed = env_read_by_crate()[crate_of_binary(binary(fid))]
+        absent = sorted(needed - set(environment(fid)))
+        if absent:
+            missing[fid] = absent
+    assert not missing, f"variables the code reads that the template does not set: {missing}"
+
+
+def test_name_variables_name_the_template_resources():
+    parameters = set(template()["Parameters"])
+    deployed = {one(f["Properties"]["FunctionName"]) for f in function_resources().values()}
+    for fid in function_resources():
+        env = environment(fid)
+        for name, default in default_names().items():
+            if name not in env:
+                continue
+            values = alternatives(env[name])
+            if name.endswith("_FUNCTION"):
+                assert values == {default + SUFFIX} and default + SUFFIX in deployed, (fid, name, values)
+            else:
+                assert default in values, f"{fid}: {name} is {values}, not the code's default {default}"
+                others = values - {default}
+                assert all(v[2:-1] in parameters for v in others), f"{fid}: {name} may be {others}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_every_table_the_code_names_exists():
+    names = table_names()
+    wanted = {env: name for env, name in default_names().items() if env.endswith("_TABLE")}
+    assert wanted, "no X_TABLE defaults found in callback-core: has config.rs changed shape?"
+    missing = {env: name for env, name in wanted.items() if name not in names}
+    assert not missing, f"tables the code uses that the template does not define: {missing}"
+
+
+def test_tables_are_readable_without_evaluating_conditions():
+    """The local stack creates each table in moto straight from these properties."""
+    for tid, table in tables().items():
+        p = table["Properties"]
+        assert set(p["TableName"]) == {"Fn::Sub"} and isinstance(p["TableName"]["Fn::Sub"], str), tid
+        assert p["BillingMode"] == "PAY_PER_REQUEST", tid
+        literal = {k: p[k] for k in ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes") if k in p}
+        assert "Fn::" not in json.dumps(literal) and '"Ref"' not in json.dumps(literal), tid
+        defined = {a["AttributeName"]: a["AttributeType"] for a in p["AttributeDefinitions"]}
+        keys = [k["AttributeName"] for k in p["KeySchema"]]
+        keys += [k["AttributeName"] for g in p.get("GlobalSecondaryIndexes", []) for k in g["KeySchema"]]
+        assert set(keys) == set(defined), f"{tid}: attribute definitions {defined} vs keys {keys}"
+        assert set(defined.values()) == {"S"}, f"{tid}: every key is a string in the original"
+
+
+def _template_keys() -> tuple[set[str], set[str]]:
+    keys, indexes = set(), set()
+    for table in tables().values():
+        p = table["Properties"]
+        keys |= {k["AttributeName"] for k in p["KeySchema"]}
+        for g in p.get("GlobalSecondaryIndexes", []):
+            indexes.add(g["IndexName"])
+            keys |= {k["AttributeName"] for k in g["KeySchema"]}
+    return keys, indexes
+
+
+def test_the_keys_the_code_uses_are_keys_of_the_template_tables():
+    keys, indexes = _template_keys()
+    used = code_keys()
+    assert "orderId" in used, "the key parser found nothing: has the DynamoDB adapter changed shape?"
+    assert not used - keys, f"attributes the code addresses items by that no table has as a key: {sorted(used - keys)}"
+    assert not code_indexes() - indexes, f"indexes the code queries that no table has: {sorted(code_indexes() - indexes)}"
+
+
+def test_the_template_keys_are_names_the_code_uses():
+    keys, indexes = _template_keys()
+    strings = rust_strings() | set(rust_consts().values())
+    ttls = {t["Properties"]["TimeToLiveSpecification"]["AttributeName"] for t in tables().values() if "TimeToLiveSpecification" in t["Properties"]}
+    unknown = sorted((keys | ttls) - strings)
+    assert not unknown, f"key or TTL attributes in the template that the Rust code never names: {unknown}"
+    # Keys are S: no encoder may write one as a number or a boolean.
+    for path in all_rust_files():
+        for kind, name in re.findall(r"\.(integer|number|boolean)\(\s*\"(\w[^\"]*)\"", source(path)):
+            assert name not in keys, f"{path.relative_to(ROOT)} writes key {name} as {kind}; the table says S"
+
+
+def test_data_tables_are_protected_on_master():
+    # Not payment data: the shop's order table (a sandbox copy here) and the alert cooldowns.
+    for tid, table in tables().items():
+        if tid in ("OrderTable", "AlertCooldownTable"):
+            continue
+        p = table["Properties"]
+        assert p.get("DeletionProtectionEnabled") == {"Fn::If": ["IsProduction", True, False]}, tid
+        assert p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] == {
+            "Fn::If": ["IsProduction", True, False]
+        }, tid
+    assert template()["Conditions"]["IsProduction"] == {"Fn::Equals": [{"Ref": "Branch"}, "master"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# IAM
+
+ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:(?P<service>[a-z0-9-]+):\$\{AWS::Region\}:\$\{AWS::AccountId\}:(?P<rest>.+)$"
+)
+
+
+def _statements(fid: str) -> list[dict]:
+    found = []
+    for policy in function_resources()[fid]["Properties"].get("Policies", []):
+        assert isinstance(policy, dict) and "Statement" in policy, (
+            f"{fid}: use inline statements, not SAM policy templates or managed policies ({policy!r})"
+        )
+        found += policy["Statement"]
+    return found
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _target(fid: str, statement: dict, resource) -> str:
+    """The ACCESS key of one resource of a statement, after checking the template defines it."""
+    env = environment(fid)
+    env_values = {name: alternatives(value) for name, value in env.items()}
+    values = alternatives(resource)
+    assert "*" not in values, f"{fid}: Resource '*'"
+    kinds = set()
+    for value in values:
+        if re.fullmatch(r"\$\{\w+\.Arn\}", value):
+            assert value[2:-5] in template()["Resources"], f"{fid}: {value} is not a resource of the template"
+            kinds.add(f"resource:{value[2:-5]}")
+            continue
+        m = ARN.match(value)
+        assert m, f"{fid}: {value} is not an ARN in this account and region"
+        service, rest = m["service"], m["rest"]
+        if service == "dynamodb":
+            t = re.fullmatch(r"table/(?P<table>[^/]+)(?:/index/(?P<index>[^/]+))?", rest)
+            assert t, f"{fid}: {value}"
+            table = t["table"]
+            named = table_names().get(table)
+            if named is None:
+                # A parameter-named table (the order table): it must be the name the function is given.
+                given = [n for n, v in env_values.items() if n.endswith("_TABLE") and table in v and values_match(values, v, "table/")]
+                assert given, f"{fid}: {value} is neither a table of the template nor the name of one it is given"
+                kinds.add("table:order")
+                continue
+            kebab = "order" if named == "OrderTable" else NAME.match(table)["kebab"]
+            if t["index"]:
+                gsis = {g["IndexName"] for g in tables()[named]["Properties"].get("GlobalSecondaryIndexes", [])}
+                assert t["index"] in gsis, f"{fid}: {value}: {named} has no index {t['index']}"
+                kinds.add(f"index:{kebab}/{t['index']}")
+            else:
+                kinds.add(f"table:{kebab}")
+        elif service == "lambda":
+            name = rest.removeprefix("function:")
+            deployed = {one(f["Properties"]["FunctionName"]) for f in function_resources().values()}
+            assert name in deployed, f"{fid}: {value} is not a function of the template"
+            kinds.add("function:" + NAME.match(name.removesuffix(SUFFIX))["kebab"])
+        elif service == "secretsmanager":
+            name = rest.removeprefix("secret:").removesuffix("-??????")
+            given = [n for n, v in env_values.items() if name in v]
+            assert given, f"{fid}: {value} is not the secret the function is given"
+            kinds.add("secret:kbank")
+        elif service == "ses":
+            # SES checks SendEmail against the sender's identity (an address or its domain), whose
+            # ARN the template cannot know: identity/* is allowed only pinned to the senders.
+            assert rest == "identity/*", f"{fid}: {value}"
+            assert set(_as_list(statement["Action"])) <= {"ses:SendEmail", "ses:SendRawEmail"}, fid
+            senders = _as_list(statement["Condition"]["StringEquals"]["ses:FromAddress"])
+            given = set().union(*(v for n, v in env_values.items() if n.endswith("EMAIL_FROM")))
+            assert all(alternatives(s) <= given for s in senders), f"{fid}: SES sender not one it is given"
+            kinds.add("ses")
+        else:
+            raise AssertionError(f"{fid}: {value}: a service the template test does not know")
+    assert len(kinds) == 1, f"{fid}: one Resource entry names several things: {kinds}"
+    return kinds.pop()
+
+
+def values_match(resource_values: set[str], env_values: set[str], marker: str) -> bool:
+    """The table part of every resource alternative is one of the env variable's alternatives."""
+    return {v.split(marker, 1)[1] for v in resource_values} == env_values
+
+
+def granted(fid: str) -> dict[str, set[str]]:
+    grants: dict[str, set[str]] = {}
+    for statement in _statements(fid):
+        assert statement.get("Effect") == "Allow", fid
+        actions = set(_as_list(statement["Action"]))
+        assert not any("*" in a for a in actions), f"{fid}: wildcard action in {actions}"
+        for resource in _as_list(statement["Resource"]):
+            target = _target(fid, statement, resource)
+            grants.setdefault(target, set()).update(actions)
+    return grants
+
+
+def test_policies_name_only_template_resources_and_grant_exactly_the_contract():
+    problems = {}
+    assert set(ACCESS) == set(function_by_kebab()), "ACCESS and the template's functions differ"
+    for kebab, fid in function_by_kebab().items():
+        have, want = granted(fid), ACCESS[kebab]
+        missing = {t: sorted(a - have.get(t, set())) for t, a in want.items() if a - have.get(t, set())}
+        extra = {t: sorted(a - want.get(t, set())) for t, a in have.items() if a - want.get(t, set())}
+        if missing or extra:
+            problems[fid] = {"missing": missing, "extra": extra}
+    assert not problems, f"IAM differs from the access contract: {json.dumps(problems, indent=1)}"
+
+
+def test_every_aws_operation_the_code_calls_is_granted_somewhere():
+    everything = set()
+    for fid in function_resources():
+        for actions in granted(fid).values():
+            everything |= actions
+    needed = {SDK_ACTIONS[op] for op in sdk_operations()}
+    assert "dynamodb:PutItem" in needed, "the SDK call parser found nothing: has the adapter changed shape?"
+    assert not needed - everything, f"operations the code calls that no function may perform: {sorted(needed - everything)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint
+
+
+def test_cfn_lint_is_clean():
+    try:
+        import cfnlint  # noqa: F401
+    except ImportError:
+        pytest.fail("cfn-lint is not installed in this environment (it is in requirements.txt)")
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
