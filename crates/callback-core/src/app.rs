@@ -108,3 +108,101 @@ pub fn run_callback<R: RecordTable>() -> Result<(), Error> {
         .await
     })
 }
+
+// ---- The card path: notify, delayed notify, process-paid ----
+
+use crate::config::{CardSettings, ProcessPaidSettings};
+use crate::kbank::KBankClient;
+use crate::notify::CardNotify;
+use crate::paid::ProcessPaid;
+use crate::ports::CardPorts;
+
+/// The card-path stores on DynamoDB.
+pub fn card_ports(store: Arc<DynamoStore>) -> CardPorts {
+    CardPorts {
+        cards: store.clone(),
+        orders: store.clone(),
+        ledger: store,
+    }
+}
+
+/// A Lambda invoker for synchronous invokes of process-paid: the shared client's 5 s attempt
+/// timeout would cut off a process-paid that is waiting on KBank.
+pub fn sync_invoker(config: &SdkConfig, timeout: Duration) -> Arc<LambdaInvoker> {
+    let lambda = aws_sdk_lambda::config::Builder::from(config)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout)
+                .build(),
+        )
+        .build();
+    Arc::new(LambdaInvoker::new(aws_sdk_lambda::Client::from_conf(lambda)))
+}
+
+/// Notify's whole wait on process-paid; its Lambda timeout is 30 s.
+const NOTIFY_SYNC_INVOKE: Duration = Duration::from_secs(25);
+/// Delayed notify's (timeout 240 s, two runs and a wait).
+const DELAYED_SYNC_INVOKE: Duration = Duration::from_secs(60);
+
+async fn card_notify(settings: Arc<Settings>, sync_timeout: Duration) -> Result<Arc<CardNotify>, Error> {
+    let card_settings = Arc::new(CardSettings::from_env(&settings)?);
+    let config = aws_config().await;
+    let store = dynamo_store(&config);
+    let mut ports = aws_ports(&config);
+    ports.invoker = sync_invoker(&config, sync_timeout);
+    Ok(Arc::new(CardNotify::new(settings, card_settings, ports, card_ports(store))))
+}
+
+/// The whole `main` of notify.
+pub fn run_notify() -> Result<(), Error> {
+    run(|settings| async move {
+        let notify = card_notify(settings, NOTIFY_SYNC_INVOKE).await?;
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+            let notify = notify.clone();
+            async move { Ok::<Value, Error>(notify.notify(event.payload, &event.context.request_id).await) }
+        }))
+        .await
+    })
+}
+
+/// The whole `main` of delayed notify: a failure fails the invocation so Lambda retries it.
+pub fn run_delayed_notify() -> Result<(), Error> {
+    run(|settings| async move {
+        let notify = card_notify(settings, DELAYED_SYNC_INVOKE).await?;
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+            let notify = notify.clone();
+            async move {
+                notify
+                    .delayed_notify(event.payload, &event.context.request_id)
+                    .await
+                    .map_err(Error::from)
+            }
+        }))
+        .await
+    })
+}
+
+/// The whole `main` of process-paid (all three deployed functions; the kind comes from
+/// `PROCESS_PAID_KIND` or the function name). A retryable failure fails the invocation.
+pub fn run_process_paid() -> Result<(), Error> {
+    run(|settings| async move {
+        let paid = Arc::new(ProcessPaidSettings::from_env(&settings)?);
+        let kbank = Arc::new(KBankClient::new(&paid.kbank_api_base, paid.kbank_timeout)?);
+        let config = aws_config().await;
+        let store = dynamo_store(&config);
+        tracing::info!(kind = paid.kind.name(), kbank = %paid.kbank_api_base, "process-paid starting");
+        let process = Arc::new(ProcessPaid::new(settings, paid, aws_ports(&config), card_ports(store), kbank));
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+            let process = process.clone();
+            async move {
+                process
+                    .handle(event.payload, &event.context.request_id)
+                    .await
+                    .map_err(Error::from)
+            }
+        }))
+        .await
+    })
+}

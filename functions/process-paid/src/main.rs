@@ -1,1 +1,6 @@
-fn main() { eprintln!("not built yet: see issue 3"); std::process::exit(1) }
+//! `payment3-process-paid{,-wallet,-amex}-order-internal-<branch>`: applies a payment once
+//! (SPEC 4.4). One binary, three functions; all logic is in callback-core.
+
+fn main() -> Result<(), lambda_runtime::Error> {
+    callback_core::app::run_process_paid()
+}

@@ -2,6 +2,7 @@
 //! [`crate::app`] and shared; `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_<SERVICE>`) points them at
 //! a local AWS such as moto.
 
+pub mod card;
 pub mod dynamodb;
 pub mod lambda;
 pub mod secrets;
