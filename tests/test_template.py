@@ -49,14 +49,14 @@ _CALLBACK = {**_ERRORS, "table:callback-inbox": {"dynamodb:PutItem", "dynamodb:U
 _CARD = {
     **_ERRORS,
     "table:credit-card-notify": {"dynamodb:PutItem"},
-    "table:card-payment-record": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"},
+    "table:card-payment-record": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     "index:card-payment-record/chargeId-index": {"dynamodb:Query"},
     "secret:kbank": {"secretsmanager:GetSecretValue"},
 }
 _PROCESS_PAID = {
     **_ERRORS,
     "table:order": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-    "table:paid-order": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+    "table:paid-order": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
 }
 ACCESS: dict[str, dict[str, set[str]]] = {
     "wallet-callback": {
