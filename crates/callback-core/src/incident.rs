@@ -377,6 +377,65 @@ mod tests {
         assert_eq!(aws.mail_attempts(), 1);
     }
 
+    #[test]
+    fn sentry_gets_the_error_with_its_tags() {
+        let events = sentry::test::with_captured_events(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let aws = Arc::new(MemoryAws::default());
+                let err = CallbackError::from(ValidationError::new(
+                    "paymentId",
+                    "paymentId is required in body with skey_secret123",
+                ));
+                reporter(&aws)
+                    .report(
+                        Incident {
+                            function: "walletcallback",
+                            error: &err,
+                            order_id: Some("482500007436"),
+                            charge_id: Some("pay_1"),
+                            event: &json!({}),
+                            request_id: "req-s",
+                        },
+                        at(0),
+                    )
+                    .await;
+            });
+        });
+        assert_eq!(events.len(), 1);
+        let tags = &events[0].tags;
+        assert_eq!(tags.get("orderId").map(String::as_str), Some("482500007436"));
+        assert_eq!(tags.get("chargeId").map(String::as_str), Some("pay_1"));
+        assert_eq!(tags.get("function").map(String::as_str), Some("walletcallback"));
+        let message = events[0].message.clone().unwrap_or_default();
+        assert!(message.starts_with("paymentId is required"), "{message}");
+        assert!(!message.contains("secret123"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn without_sentry_the_error_path_still_logs() {
+        // No client bound: the error path still logs and alerts.
+        let aws = Arc::new(MemoryAws::default());
+        let err = CallbackError::from(ValidationError::new("body", "body is empty"));
+        reporter(&aws)
+            .report(
+                Incident {
+                    function: "walletcallback",
+                    error: &err,
+                    order_id: None,
+                    charge_id: None,
+                    event: &json!({}),
+                    request_id: "r",
+                },
+                at(0),
+            )
+            .await;
+        assert_eq!(aws.error_log("payment3-callback-error-log-dev").len(), 1);
+    }
+
     #[tokio::test]
     async fn different_error_kinds_have_their_own_cooldown() {
         let aws = Arc::new(MemoryAws::default());
