@@ -308,13 +308,11 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::ProcessPaidSettings;
-    use crate::error::InvokeError;
     use crate::item::{Attr, Item};
     use crate::kbank::{Charge, ChargeId, ChargeInquiry, GatewayError};
     use crate::kbank_secret::SecretKey;
-    use crate::memory::{InvocationType, MemoryAws, MemoryKBank};
+    use crate::memory::{InvocationType, LoopbackInvoker, MemoryAws, MemoryKBank};
     use crate::paid::ProcessPaid;
-    use crate::ports::Invoker;
     use async_trait::async_trait;
     use chrono::{TimeZone, Utc};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,28 +329,6 @@ mod tests {
     const INBOX: &str = "payment3-callback-inbox-dev";
     const PROCESS_PAID: &str = "payment3-process-paid-order-internal-dev";
     const DELAYED: &str = "payment3-delayed-notify-dev";
-
-    /// Lambda in memory: a sync invoke of process-paid runs the real [`ProcessPaid`]; every
-    /// invoke is recorded in [`MemoryAws`].
-    struct Loopback {
-        aws: Arc<MemoryAws>,
-        process_paid: Arc<ProcessPaid>,
-    }
-
-    #[async_trait]
-    impl Invoker for Loopback {
-        async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
-            self.aws.invoke_event(function, payload).await
-        }
-        async fn invoke_sync(&self, function: &str, payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
-            self.aws.invoke_sync(function, payload).await?;
-            let event: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-            match self.process_paid.handle(event, "pp").await {
-                Ok(v) => Ok(v.to_string().into_bytes()),
-                Err(e) => Err(InvokeError { function: function.into(), message: format!("function error: {e}") }),
-            }
-        }
-    }
 
     /// KBank whose charge is pending for the first `pending_calls` inquiries, then Authorized.
     struct AuthorizesLater {
@@ -413,7 +389,7 @@ mod tests {
                 kbank,
             ));
             let mut ports = self.aws.ports(self.clock.clone());
-            ports.invoker = Arc::new(Loopback { aws: self.aws.clone(), process_paid });
+            ports.invoker = Arc::new(LoopbackInvoker { aws: self.aws.clone(), function: PROCESS_PAID.into(), process_paid });
             let mut card = CardSettings::for_branch("dev");
             card.checksum_policy = policy;
             card.delayed_notify_wait = Duration::from_millis(1);

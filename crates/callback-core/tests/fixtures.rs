@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use callback_core::clock::SystemClock;
-use callback_core::config::Settings;
+use callback_core::config::{CardSettings, ProcessPaidKind, ProcessPaidSettings, Settings};
 use callback_core::item::{Attr, Item};
-use callback_core::memory::MemoryAws;
+use callback_core::memory::{LoopbackInvoker, MemoryAws, MemoryKBank};
+use callback_core::notify::CardNotify;
+use callback_core::paid::ProcessPaid;
 use callback_core::ports::Ports;
 use callback_core::{AmexRecords, BankAppRecords, CallbackProcessor, RecordTable, WalletRecords};
 use serde_json::{Map, Value};
@@ -76,6 +78,69 @@ async fn run_callback<R: RecordTable>(aws: &Arc<MemoryAws>, event: Value) -> Val
         .await
 }
 
+/// The KBank secret the local stack seeds (`kbank-dev`), which the notify fixtures are signed with.
+const DEMO_SECRET_KEY: &str = "skey_test_payment3_local";
+
+/// Seeds what a fixture's `given` describes: orders, card payment records, KBank charges.
+fn seed(aws: &Arc<MemoryAws>, given: &Value) -> Arc<MemoryKBank> {
+    let settings = local_settings();
+    aws.set_secret("kbank-dev", &format!(r#"{{"secretKey": "{DEMO_SECRET_KEY}"}}"#));
+    let kbank = Arc::new(MemoryKBank::with_key(DEMO_SECRET_KEY));
+    let list = |name: &str| given.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    for order in list("orders") {
+        let data: Item = [("grandTotal".to_string(), Attr::N(text(&order, "grandTotal")))].into();
+        let item: Item = [
+            ("orderId".to_string(), Attr::S(text(&order, "orderId"))),
+            ("data".to_string(), Attr::M(data)),
+        ]
+        .into();
+        aws.put_item(&settings.tables.order, &text(&order, "orderId"), item);
+    }
+    for card in list("card_payments") {
+        let item: Item = card
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), Attr::S(v.as_str().unwrap_or_default().into())))
+            .collect();
+        aws.put_item(&settings.tables.card_payment_record, &text(&card, "token"), item);
+    }
+    for charge in list("charges") {
+        kbank.set_charge(
+            &text(&charge, "id"),
+            &text(&charge, "amount"),
+            &text(&charge, "status"),
+            &text(&charge, "transaction_state"),
+        );
+    }
+    kbank
+}
+
+fn process_paid(aws: &Arc<MemoryAws>, kbank: Arc<MemoryKBank>, kind: ProcessPaidKind) -> Arc<ProcessPaid> {
+    Arc::new(ProcessPaid::new(
+        Arc::new(local_settings()),
+        Arc::new(ProcessPaidSettings::for_kind(kind, "local")),
+        ports(aws),
+        aws.card_ports(),
+        kbank,
+    ))
+}
+
+/// Notify and delayed notify, with process-paid run in memory when they invoke it.
+fn card_notify(aws: &Arc<MemoryAws>, kbank: Arc<MemoryKBank>) -> CardNotify {
+    let settings = local_settings();
+    let mut p = ports(aws);
+    p.invoker = Arc::new(LoopbackInvoker {
+        aws: aws.clone(),
+        function: settings.functions.process_paid_card.clone(),
+        process_paid: process_paid(aws, kbank, ProcessPaidKind::Card),
+    });
+    let mut card = CardSettings::for_branch("local");
+    card.delayed_notify_wait = std::time::Duration::ZERO;
+    CardNotify::new(Arc::new(settings), Arc::new(card), p, aws.card_ports())
+}
+
 fn json_attr(attr: &Attr) -> Value {
     match attr {
         Attr::S(s) => Value::String(s.clone()),
@@ -126,12 +191,29 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
         )
         .unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
         let aws = Arc::new(MemoryAws::default());
+        let kbank = seed(&aws, &expected["given"]);
         let function = expected["function"].as_str().unwrap();
-        let reply = match function {
-            "wallet" => run_callback::<WalletRecords>(&aws, event).await,
-            "bankapp" => run_callback::<BankAppRecords>(&aws, event).await,
-            "amex" => run_callback::<AmexRecords>(&aws, event).await,
+        let reply: Result<Value, String> = match function {
+            "wallet" => Ok(run_callback::<WalletRecords>(&aws, event).await),
+            "bankapp" => Ok(run_callback::<BankAppRecords>(&aws, event).await),
+            "amex" => Ok(run_callback::<AmexRecords>(&aws, event).await),
+            "notify" => Ok(card_notify(&aws, kbank).notify(event, "fixture-request").await),
+            "delayed-notify" => card_notify(&aws, kbank)
+                .delayed_notify(event, "fixture-request")
+                .await
+                .map_err(|e| e.to_string()),
+            "process-paid" | "process-paid-wallet" | "process-paid-amex" => {
+                let kind = ProcessPaidKind::from_function_name(function);
+                process_paid(&aws, kbank, kind)
+                    .handle(event, "fixture-request")
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             other => panic!("{name}: no handler for function {other} in this test: add it"),
+        };
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) => panic!("{name}: {e}"),
         };
 
         assert_eq!(reply["statusCode"], expected["status"], "{name}: status");
@@ -149,12 +231,26 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
             let error = body["error"].as_str().unwrap_or_default();
             assert!(error.starts_with(prefix), "{name}: error {error:?}");
         }
+        if let Some(text) = expected.get("body_contains").and_then(Value::as_str) {
+            let raw = reply["body"].as_str().unwrap_or_default();
+            assert!(raw.contains(text), "{name}: body {raw:?} lacks {text:?}");
+        }
+        if let Some(outcome) = expected.get("outcome") {
+            assert_eq!(&reply["outcome"], outcome, "{name}: outcome");
+        }
         check_record(&aws, name, &expected["record"]);
+        for record in expected["records"].as_array().into_iter().flatten() {
+            check_record(&aws, name, record);
+        }
 
         let dispatched: Vec<String> = aws.invocations().into_iter().map(|i| i.function).collect();
-        match expected["dispatch"].as_str() {
-            Some(target) => assert_eq!(dispatched, vec![target.to_string()], "{name}: dispatch"),
-            None => assert!(dispatched.is_empty(), "{name}: dispatched {dispatched:?}"),
+        match &expected["dispatch"] {
+            Value::String(target) => assert_eq!(dispatched, vec![target.clone()], "{name}: dispatch"),
+            Value::Array(targets) => {
+                let targets: Vec<String> = targets.iter().map(|t| t.as_str().unwrap().to_string()).collect();
+                assert_eq!(dispatched, targets, "{name}: dispatch");
+            }
+            _ => assert!(dispatched.is_empty(), "{name}: dispatched {dispatched:?}"),
         }
         let errors = aws.error_log("payment3-callback-error-log-local");
         assert_eq!(
@@ -162,10 +258,10 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
             expected["error_log"].as_bool().unwrap_or(false),
             "{name}: error log {errors:?}"
         );
-        // Every delivery is in the inbox, whatever its outcome.
+        // Every delivery is in the inbox, whatever its outcome (internal invokes are not deliveries).
         assert_eq!(
-            aws.inbox("payment3-callback-inbox-local").len(),
-            1,
+            aws.inbox("payment3-callback-inbox-local").len() as u64,
+            expected["inbox"].as_u64().unwrap_or(1),
             "{name}: inbox"
         );
     }
