@@ -138,7 +138,9 @@ pub fn sync_invoker(config: &SdkConfig, timeout: Duration) -> Arc<LambdaInvoker>
                 .build(),
         )
         .build();
-    Arc::new(LambdaInvoker::new(aws_sdk_lambda::Client::from_conf(lambda)))
+    Arc::new(LambdaInvoker::new(aws_sdk_lambda::Client::from_conf(
+        lambda,
+    )))
 }
 
 /// Notify's whole wait on process-paid; its Lambda timeout is 30 s.
@@ -146,13 +148,21 @@ const NOTIFY_SYNC_INVOKE: Duration = Duration::from_secs(25);
 /// Delayed notify's (timeout 240 s, two runs and a wait).
 const DELAYED_SYNC_INVOKE: Duration = Duration::from_secs(60);
 
-async fn card_notify(settings: Arc<Settings>, sync_timeout: Duration) -> Result<Arc<CardNotify>, Error> {
+async fn card_notify(
+    settings: Arc<Settings>,
+    sync_timeout: Duration,
+) -> Result<Arc<CardNotify>, Error> {
     let card_settings = Arc::new(CardSettings::from_env(&settings)?);
     let config = aws_config().await;
     let store = dynamo_store(&config);
     let mut ports = aws_ports(&config);
     ports.invoker = sync_invoker(&config, sync_timeout);
-    Ok(Arc::new(CardNotify::new(settings, card_settings, ports, card_ports(store))))
+    Ok(Arc::new(CardNotify::new(
+        settings,
+        card_settings,
+        ports,
+        card_ports(store),
+    )))
 }
 
 /// The whole `main` of notify.
@@ -161,7 +171,13 @@ pub fn run_notify() -> Result<(), Error> {
         let notify = card_notify(settings, NOTIFY_SYNC_INVOKE).await?;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let notify = notify.clone();
-            async move { Ok::<Value, Error>(notify.notify(event.payload, &event.context.request_id).await) }
+            async move {
+                Ok::<Value, Error>(
+                    notify
+                        .notify(event.payload, &event.context.request_id)
+                        .await,
+                )
+            }
         }))
         .await
     })
@@ -193,7 +209,13 @@ pub fn run_process_paid() -> Result<(), Error> {
         let config = aws_config().await;
         let store = dynamo_store(&config);
         tracing::info!(kind = paid.kind.name(), kbank = %paid.kbank_api_base, "process-paid starting");
-        let process = Arc::new(ProcessPaid::new(settings, paid, aws_ports(&config), card_ports(store), kbank));
+        let process = Arc::new(ProcessPaid::new(
+            settings,
+            paid,
+            aws_ports(&config),
+            card_ports(store),
+            kbank,
+        ));
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let process = process.clone();
             async move {

@@ -46,7 +46,8 @@ impl NotifyBody {
         match parse_object(text) {
             Ok(fields) => {
                 // The amount's own digits, not serde_json's f64 rendering of them.
-                let raw: HashMap<String, &RawValue> = serde_json::from_str(text).unwrap_or_default();
+                let raw: HashMap<String, &RawValue> =
+                    serde_json::from_str(text).unwrap_or_default();
                 let amount = raw.get("amount").and_then(|r| decimal_text_from_raw(r));
                 Self::from_fields(fields, BodyEncoding::Json, amount)
             }
@@ -55,14 +56,21 @@ impl NotifyBody {
                 if trimmed.starts_with('{') || trimmed.starts_with('[') || !trimmed.contains('=') {
                     return Err(json_error);
                 }
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_str(trimmed).map_err(|e| {
-                    ValidationError::new("body", format!("body is neither JSON nor a form: {e}"))
-                })?;
+                let pairs: Vec<(String, String)> =
+                    serde_urlencoded::from_str(trimmed).map_err(|e| {
+                        ValidationError::new(
+                            "body",
+                            format!("body is neither JSON nor a form: {e}"),
+                        )
+                    })?;
                 let fields: Map<String, Value> = pairs
                     .into_iter()
                     .map(|(k, v)| (k, Value::String(v)))
                     .collect();
-                let amount = fields.get("amount").and_then(Value::as_str).map(String::from);
+                let amount = fields
+                    .get("amount")
+                    .and_then(Value::as_str)
+                    .map(String::from);
                 Self::from_fields(fields, BodyEncoding::Form, amount)
             }
         }
@@ -85,7 +93,12 @@ impl NotifyBody {
         amount: Option<String>,
     ) -> Result<Self, ValidationError> {
         let charge_id = match aliased(&fields, &["id", "objectId"]) {
-            None => return Err(ValidationError::new("id", "id (the charge id) is required in body")),
+            None => {
+                return Err(ValidationError::new(
+                    "id",
+                    "id (the charge id) is required in body",
+                ))
+            }
             Some(Value::String(s)) => ChargeId::parse("id", s)?,
             Some(other) => {
                 return Err(ValidationError::new(
@@ -236,7 +249,10 @@ impl NotifyRecord {
                 _ => None,
             },
             status: r.unicode_opt("status")?.unwrap_or_default().into(),
-            transaction_state: r.unicode_opt("transaction_state")?.unwrap_or_default().into(),
+            transaction_state: r
+                .unicode_opt("transaction_state")?
+                .unwrap_or_default()
+                .into(),
             request_id: r.unicode_opt("requestId")?.unwrap_or_default().into(),
         })
     }
@@ -261,14 +277,20 @@ impl CardPayment {
         let text = |name: &str| -> Result<Option<String>, DecodeError> {
             match item.get(name) {
                 Some(Attr::N(n)) => Ok(Some(n.clone())),
-                _ => Ok(r.unicode_opt(name)?.filter(|s| !s.is_empty()).map(String::from)),
+                _ => Ok(r
+                    .unicode_opt(name)?
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)),
             }
         };
         Ok(CardPayment {
             token: r.unicode("token")?.into(),
             order_id: text("orderId")?,
             charge_id: text("chargeId")?,
-            callback: r.unicode_opt("callback")?.filter(|s| !s.is_empty()).map(String::from),
+            callback: r
+                .unicode_opt("callback")?
+                .filter(|s| !s.is_empty())
+                .map(String::from),
             checksum_verified: match item.get("checksumVerified") {
                 Some(Attr::Bool(b)) => Some(*b),
                 _ => None,
@@ -311,7 +333,10 @@ mod tests {
     #[test]
     fn bad_bodies_say_what_is_wrong() {
         assert_eq!(NotifyBody::parse("").unwrap_err().message, "body is empty");
-        assert!(NotifyBody::parse("{\"id\": ").unwrap_err().message.starts_with("body is not valid JSON"));
+        assert!(NotifyBody::parse("{\"id\": ")
+            .unwrap_err()
+            .message
+            .starts_with("body is not valid JSON"));
         assert_eq!(
             NotifyBody::parse(r#"{"amount": 1}"#).unwrap_err().message,
             "id (the charge id) is required in body"
@@ -321,7 +346,10 @@ mod tests {
             "id (the charge id) is required in body"
         );
         assert!(NotifyBody::parse(r#"{"id": "../x"}"#).is_err());
-        assert!(NotifyBody::parse(r#"{"id": 5}"#).unwrap_err().message.contains("number 5"));
+        assert!(NotifyBody::parse(r#"{"id": 5}"#)
+            .unwrap_err()
+            .message
+            .contains("number 5"));
     }
 
     #[test]
@@ -331,15 +359,30 @@ mod tests {
         )
         .unwrap();
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap();
-        let rec = NotifyRecord::new(&body, NotifyNote::DelayedNotify, &json!({}), Err("checksum is missing".into()), "r", at);
+        let rec = NotifyRecord::new(
+            &body,
+            NotifyNote::DelayedNotify,
+            &json!({}),
+            Err("checksum is missing".into()),
+            "r",
+            at,
+        );
         let item = rec.to_item();
         assert_eq!(item["note"], Attr::S("delayed notify".into()));
         assert_eq!(item["checksumVerified"], Attr::Bool(false));
         assert_eq!(item["amount"], Attr::N("2339.00".into()));
         assert_eq!(item["created_at"], Attr::S("2026-11-21T09:00:00".into()));
-        let Attr::S(stored) = &item["body"] else { panic!("body is not S") };
+        let Attr::S(stored) = &item["body"] else {
+            panic!("body is not S")
+        };
         assert!(!stored.contains("4111 1111 1111 1111"), "{stored}");
-        assert_eq!(NotifyRecord::from_item(&item).unwrap().checksum_error.as_deref(), Some("checksum is missing"));
+        assert_eq!(
+            NotifyRecord::from_item(&item)
+                .unwrap()
+                .checksum_error
+                .as_deref(),
+            Some("checksum is missing")
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub fn digest(fields: &ChecksumFields<'_>, secret_key: &str) -> Result<[u8; 32],
 }
 
 /// The checksum as KBank sends it: 64 lowercase hex digits.
-pub fn expected_hex(fields: &ChecksumFields<'_>, secret_key: &str) -> Result<String, ChecksumError> {
+pub fn expected_hex(
+    fields: &ChecksumFields<'_>,
+    secret_key: &str,
+) -> Result<String, ChecksumError> {
     Ok(digest(fields, secret_key)?
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -167,7 +170,14 @@ mod tests {
         assert_eq!(verify(&f, Some(INTEGER), SECRET), Ok(()));
         // The same amount written as 2339.00 or 2339.0 is the same checksum.
         for amount in ["2339.00", "2339.0", "2339.0000"] {
-            assert_eq!(verify(&fields("chrg_test_payment3_0001", Some(amount)), Some(INTEGER), SECRET), Ok(()));
+            assert_eq!(
+                verify(
+                    &fields("chrg_test_payment3_0001", Some(amount)),
+                    Some(INTEGER),
+                    SECRET
+                ),
+                Ok(())
+            );
         }
     }
 
@@ -175,7 +185,10 @@ mod tests {
     fn amount_with_two_decimals() {
         let f = fields("chrg_test_payment3_0001", Some("2339.50"));
         assert_eq!(verify(&f, Some(TWO_DECIMALS), SECRET), Ok(()));
-        assert_eq!(verify(&f, Some(INTEGER), SECRET), Err(ChecksumError::Mismatch));
+        assert_eq!(
+            verify(&f, Some(INTEGER), SECRET),
+            Err(ChecksumError::Mismatch)
+        );
     }
 
     #[test]
@@ -206,7 +219,10 @@ mod tests {
             Err(ChecksumError::WrongLength(63))
         );
         let not_hex = format!("{}zz", &INTEGER[..62]);
-        assert_eq!(verify(&f, Some(&not_hex), SECRET), Err(ChecksumError::NotHex));
+        assert_eq!(
+            verify(&f, Some(&not_hex), SECRET),
+            Err(ChecksumError::NotHex)
+        );
         // Multi-byte text of 64 bytes must not panic.
         let wide = "é".repeat(32);
         assert!(verify(&f, Some(&wide), SECRET).is_err());
@@ -215,12 +231,21 @@ mod tests {
     #[test]
     fn any_changed_field_or_secret_fails() {
         let good = fields("chrg_test_payment3_0001", Some("2339"));
-        assert_eq!(verify(&good, Some(INTEGER), "skey_other"), Err(ChecksumError::Mismatch));
+        assert_eq!(
+            verify(&good, Some(INTEGER), "skey_other"),
+            Err(ChecksumError::Mismatch)
+        );
         let mut forged = good;
         forged.transaction_state = "Pre-Authorized";
-        assert_eq!(verify(&forged, Some(INTEGER), SECRET), Err(ChecksumError::Mismatch));
+        assert_eq!(
+            verify(&forged, Some(INTEGER), SECRET),
+            Err(ChecksumError::Mismatch)
+        );
         let more = fields("chrg_test_payment3_0001", Some("2340"));
-        assert_eq!(verify(&more, Some(INTEGER), SECRET), Err(ChecksumError::Mismatch));
+        assert_eq!(
+            verify(&more, Some(INTEGER), SECRET),
+            Err(ChecksumError::Mismatch)
+        );
     }
 
     #[test]

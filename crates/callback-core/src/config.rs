@@ -466,4 +466,23 @@ mod tests {
             ChecksumPolicy::Enforce
         );
     }
+
+    #[test]
+    fn an_unknown_checksum_policy_is_a_start_up_error_naming_the_variable() {
+        // Only this test sets CHECKSUM_POLICY.
+        let settings = Settings::for_branch("dev");
+        std::env::set_var("CHECKSUM_POLICY", "off");
+        let err = CardSettings::from_env(&settings).unwrap_err();
+        assert!(err.to_string().contains("CHECKSUM_POLICY"), "{err}");
+        std::env::set_var("CHECKSUM_POLICY", "Mark");
+        assert_eq!(
+            CardSettings::from_env(&settings).unwrap().checksum_policy,
+            ChecksumPolicy::Mark
+        );
+        std::env::remove_var("CHECKSUM_POLICY");
+        assert_eq!(
+            CardSettings::from_env(&settings).unwrap().checksum_policy,
+            ChecksumPolicy::Enforce
+        );
+    }
 }

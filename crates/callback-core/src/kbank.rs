@@ -25,12 +25,21 @@ impl ChargeId {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, ValidationError> {
         let v = value.trim();
         if v.is_empty() {
-            return Err(ValidationError::new(field, format!("{field} must not be blank")));
+            return Err(ValidationError::new(
+                field,
+                format!("{field} must not be blank"),
+            ));
         }
         if v.len() > 128 {
-            return Err(ValidationError::new(field, format!("{field} is longer than 128 characters")));
+            return Err(ValidationError::new(
+                field,
+                format!("{field} is longer than 128 characters"),
+            ));
         }
-        if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(ValidationError::new(
                 field,
                 format!("{field} may hold only letters, digits, _ and -"),
@@ -106,7 +115,10 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn retryable(&self) -> bool {
-        matches!(self, GatewayError::Unreachable(_) | GatewayError::ServerError { .. })
+        matches!(
+            self,
+            GatewayError::Unreachable(_) | GatewayError::ServerError { .. }
+        )
     }
     pub fn kind(&self) -> &'static str {
         match self {
@@ -274,10 +286,15 @@ mod tests {
         let seen2 = seen.clone();
         tokio::spawn(async move {
             for (status, body, delay_ms) in responses {
-                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 4096];
                 let n = socket.read(&mut buf).await.unwrap_or(0);
-                seen2.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).to_string());
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -308,7 +325,10 @@ mod tests {
         let charge = client.charge(&id, &key).await.unwrap();
         assert_eq!(charge.amount.to_string(), "100.50");
         let head = seen.lock().unwrap()[0].to_ascii_lowercase();
-        assert!(head.starts_with("get /card/v2/charge/chrg_1 http/1.1"), "{head}");
+        assert!(
+            head.starts_with("get /card/v2/charge/chrg_1 http/1.1"),
+            "{head}"
+        );
         assert!(head.contains("x-api-key: skey_test_x"), "{head}");
 
         let busy = client.charge(&id, &key).await.unwrap_err();
@@ -318,7 +338,10 @@ mod tests {
         let refused = client.charge(&id, &key).await.unwrap_err();
         assert!(!refused.retryable());
         assert!(refused.to_string().contains("404"), "{refused}");
-        assert!(refused.to_string().contains("charge not found"), "{refused}");
+        assert!(
+            refused.to_string().contains("charge not found"),
+            "{refused}"
+        );
 
         let garbage = client.charge(&id, &key).await.unwrap_err();
         assert!(matches!(garbage, GatewayError::Unexpected(_)));
@@ -336,7 +359,10 @@ mod tests {
         drop(listener);
         let client = KBankClient::new(&base, Duration::from_secs(1)).unwrap();
         let err = client
-            .charge(&ChargeId::parse("c", "chrg_1").unwrap(), &SecretKey::new("skey_x"))
+            .charge(
+                &ChargeId::parse("c", "chrg_1").unwrap(),
+                &SecretKey::new("skey_x"),
+            )
             .await
             .unwrap_err();
         assert!(err.retryable(), "{err:?}");

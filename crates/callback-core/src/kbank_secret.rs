@@ -136,7 +136,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap(),
         ));
-        let cache = SecretCache::new(aws.clone(), clock.clone(), "kbank-dev", Duration::from_secs(300));
+        let cache = SecretCache::new(
+            aws.clone(),
+            clock.clone(),
+            "kbank-dev",
+            Duration::from_secs(300),
+        );
         (aws, clock, cache)
     }
 
@@ -189,6 +194,9 @@ mod tests {
         assert_eq!(err.to_string(), "secret kbank-dev: secretKey is empty");
         let err = parse_secret("s", "{skey_leak").unwrap_err();
         assert!(!err.to_string().contains("skey_leak"));
-        assert_eq!(format!("{:?}", SecretKey::new("skey_x")), "SecretKey([REDACTED])");
+        assert_eq!(
+            format!("{:?}", SecretKey::new("skey_x")),
+            "SecretKey([REDACTED])"
+        );
     }
 }

@@ -70,7 +70,11 @@ impl MemoryAws {
 
     fn check_store(&self, operation: &'static str, table: &str) -> Result<(), StoreError> {
         if self.fail_store.load(Ordering::SeqCst) {
-            Err(StoreError::new(operation, table, "connection refused (simulated)"))
+            Err(StoreError::new(
+                operation,
+                table,
+                "connection refused (simulated)",
+            ))
         } else {
             Ok(())
         }
@@ -86,7 +90,9 @@ impl MemoryAws {
 
     /// One item by key string (the hash key, or `hash|range`).
     pub fn item(&self, table: &str, key: &str) -> Option<Item> {
-        lock(&self.tables).get(table).and_then(|t| t.get(key).cloned())
+        lock(&self.tables)
+            .get(table)
+            .and_then(|t| t.get(key).cloned())
     }
 
     /// Puts an item directly, as another system (or the original) would.
@@ -98,7 +104,11 @@ impl MemoryAws {
     }
 
     /// Runs `f` on a table under the lock: the conditional-write primitive of this fake.
-    pub fn with_table<R>(&self, table: &str, f: impl FnOnce(&mut BTreeMap<String, Item>) -> R) -> R {
+    pub fn with_table<R>(
+        &self,
+        table: &str,
+        f: impl FnOnce(&mut BTreeMap<String, Item>) -> R,
+    ) -> R {
         let mut tables = lock(&self.tables);
         f(tables.entry(table.to_string()).or_default())
     }
@@ -364,7 +374,11 @@ impl CardStore for MemoryAws {
                 item.insert("checksumVerified".into(), Attr::Bool(verified));
                 Ok(())
             }
-            None => Err(StoreError::new("UpdateItem", table, "ConditionalCheckFailed: no such record")),
+            None => Err(StoreError::new(
+                "UpdateItem",
+                table,
+                "ConditionalCheckFailed: no such record",
+            )),
         })
     }
 }
@@ -376,17 +390,28 @@ impl OrderStore for MemoryAws {
         Ok(self.item(table, order_id))
     }
 
-    async fn mark_order_paid(&self, table: &str, update: &OrderPaidUpdate) -> Result<(), StoreError> {
+    async fn mark_order_paid(
+        &self,
+        table: &str,
+        update: &OrderPaidUpdate,
+    ) -> Result<(), StoreError> {
         self.check_store("UpdateItem", table)?;
         self.with_table(table, |t| match t.get_mut(&update.order_id) {
             Some(item) => {
-                item.insert("paymentStatus".into(), Attr::S(update.payment_status.clone()));
+                item.insert(
+                    "paymentStatus".into(),
+                    Attr::S(update.payment_status.clone()),
+                );
                 item.insert("paidAt".into(), Attr::S(update.paid_at.clone()));
                 item.insert("paymentType".into(), Attr::S(update.payment_type.clone()));
                 item.insert("paymentId".into(), Attr::S(update.payment_id.clone()));
                 Ok(())
             }
-            None => Err(StoreError::new("UpdateItem", table, "ConditionalCheckFailed: no such order")),
+            None => Err(StoreError::new(
+                "UpdateItem",
+                table,
+                "ConditionalCheckFailed: no such order",
+            )),
         })?;
         self.order_updates.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -395,16 +420,23 @@ impl OrderStore for MemoryAws {
 
 fn merge(t: &mut BTreeMap<String, Item>, key: &str, attributes: Item, now: &str) {
     let item = t.entry(key.to_string()).or_default();
-    item.entry("created_at".into()).or_insert_with(|| Attr::S(now.to_string()));
+    item.entry("created_at".into())
+        .or_insert_with(|| Attr::S(now.to_string()));
     item.extend(attributes);
 }
 
 #[async_trait]
 impl PaidOrderLedger for MemoryAws {
-    async fn paid_state(&self, table: &str, order_id: &str) -> Result<Option<PaidOrderState>, StoreError> {
+    async fn paid_state(
+        &self,
+        table: &str,
+        order_id: &str,
+    ) -> Result<Option<PaidOrderState>, StoreError> {
         self.check_store("GetItem", table)?;
         self.item(table, order_id)
-            .map(|i| PaidOrderState::from_item(&i).map_err(|e| StoreError::new("GetItem", table, e)))
+            .map(|i| {
+                PaidOrderState::from_item(&i).map_err(|e| StoreError::new("GetItem", table, e))
+            })
             .transpose()
     }
 
@@ -429,13 +461,23 @@ impl PaidOrderLedger for MemoryAws {
                 }
             };
             if allowed {
-                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Paid, now), &at);
+                merge(
+                    t,
+                    &claim.order_id,
+                    claim.attributes(PaidOrderStatus::Paid, now),
+                    &at,
+                );
             }
             allowed
         }))
     }
 
-    async fn finish_paid(&self, table: &str, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn finish_paid(
+        &self,
+        table: &str,
+        order_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.check_store("UpdateItem", table)?;
         self.with_table(table, |t| {
             if let Some(item) = t.get_mut(order_id) {
@@ -446,7 +488,12 @@ impl PaidOrderLedger for MemoryAws {
         Ok(())
     }
 
-    async fn mark_failed(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn mark_failed(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.check_store("UpdateItem", table)?;
         let at = crate::clock::isoformat(now);
         Ok(self.with_table(table, |t| {
@@ -455,18 +502,33 @@ impl PaidOrderLedger for MemoryAws {
                 Some(i) => i.get("status") == Some(&Attr::S("PENDING".into())),
             };
             if allowed {
-                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Failed, now), &at);
+                merge(
+                    t,
+                    &claim.order_id,
+                    claim.attributes(PaidOrderStatus::Failed, now),
+                    &at,
+                );
             }
             allowed
         }))
     }
 
-    async fn note_pending(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn note_pending(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.check_store("PutItem", table)?;
         let at = crate::clock::isoformat(now);
         self.with_table(table, |t| {
             if !t.contains_key(&claim.order_id) {
-                merge(t, &claim.order_id, claim.attributes(PaidOrderStatus::Pending, now), &at);
+                merge(
+                    t,
+                    &claim.order_id,
+                    claim.attributes(PaidOrderStatus::Pending, now),
+                    &at,
+                );
             }
         });
         Ok(())
@@ -516,19 +578,31 @@ impl ChargeInquiry for MemoryKBank {
         if let Some(f) = lock(&self.failure).clone() {
             return Err(f);
         }
-        if lock(&self.expected_key).as_deref().is_some_and(|k| k != key.expose()) {
-            return Err(GatewayError::Refused { status: 401, body: "invalid x-api-key".into() });
+        if lock(&self.expected_key)
+            .as_deref()
+            .is_some_and(|k| k != key.expose())
+        {
+            return Err(GatewayError::Refused {
+                status: 401,
+                body: "invalid x-api-key".into(),
+            });
         }
         lock(&self.charges)
             .get(id.as_str())
             .cloned()
-            .ok_or_else(|| GatewayError::Refused { status: 404, body: "charge not found".into() })
+            .ok_or_else(|| GatewayError::Refused {
+                status: 404,
+                body: "charge not found".into(),
+            })
     }
 }
 
 impl MemoryAws {
     /// Every port on this in-memory AWS, with `clock`.
-    pub fn ports(self: &std::sync::Arc<Self>, clock: std::sync::Arc<dyn crate::clock::Clock>) -> crate::ports::Ports {
+    pub fn ports(
+        self: &std::sync::Arc<Self>,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> crate::ports::Ports {
         crate::ports::Ports {
             records: self.clone(),
             inbox: self.clone(),

@@ -61,10 +61,18 @@ mod tests {
 
     #[test]
     fn keeps_the_written_digits() {
-        assert_eq!(decimal_from_raw(&raw("2339.00")).unwrap().to_string(), "2339.00");
-        assert_eq!(decimal_from_raw(&raw("\"2339.5\"")).unwrap().to_string(), "2339.5");
         assert_eq!(
-            decimal_from_raw(&raw("12345678901234567.89")).unwrap().to_string(),
+            decimal_from_raw(&raw("2339.00")).unwrap().to_string(),
+            "2339.00"
+        );
+        assert_eq!(
+            decimal_from_raw(&raw("\"2339.5\"")).unwrap().to_string(),
+            "2339.5"
+        );
+        assert_eq!(
+            decimal_from_raw(&raw("12345678901234567.89"))
+                .unwrap()
+                .to_string(),
             "12345678901234567.89"
         );
         assert_eq!(decimal_from_raw(&raw("1e3")).unwrap(), Decimal::from(1000));

@@ -46,7 +46,12 @@ pub struct CardNotify {
 }
 
 impl CardNotify {
-    pub fn new(settings: Arc<Settings>, card_settings: Arc<CardSettings>, ports: Ports, card: CardPorts) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        card_settings: Arc<CardSettings>,
+        ports: Ports,
+        card: CardPorts,
+    ) -> Self {
         let secret = Arc::new(SecretCache::new(
             ports.secrets.clone(),
             ports.clock.clone(),
@@ -59,7 +64,14 @@ impl CardNotify {
             ports.alert_gate.clone(),
             ports.mailer.clone(),
         );
-        CardNotify { settings, card_settings, ports, card, secret, reporter }
+        CardNotify {
+            settings,
+            card_settings,
+            ports,
+            card,
+            secret,
+            reporter,
+        }
     }
 
     /// `POST /notify`. Never fails, never panics on input: every failure is a response.
@@ -67,38 +79,84 @@ impl CardNotify {
         // The event as received goes on to delayed notify, which verifies it again.
         let forward = event.to_string();
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let charge_id = parse_body(&delivery).ok().map(|b| b.charge_id.as_str().to_string());
+        let charge_id = parse_body(&delivery)
+            .ok()
+            .map(|b| b.charge_id.as_str().to_string());
         // The inbox is keyed by order; KBank names only the charge, so the charge id stands in.
-        let mut entry = InboxEntry::received(&delivery, NOTIFY_FUNCTION, charge_id.as_deref(), self.settings.inbox_ttl.as_secs());
-        if let Err(e) = self.ports.inbox.append(&self.settings.tables.callback_inbox, &entry).await {
+        let mut entry = InboxEntry::received(
+            &delivery,
+            NOTIFY_FUNCTION,
+            charge_id.as_deref(),
+            self.settings.inbox_ttl.as_secs(),
+        );
+        if let Err(e) = self
+            .ports
+            .inbox
+            .append(&self.settings.tables.callback_inbox, &entry)
+            .await
+        {
             let err = CallbackError::from(e);
-            return self.fail(NOTIFY_FUNCTION, &delivery, &err, None, charge_id.as_deref()).await;
+            return self
+                .fail(NOTIFY_FUNCTION, &delivery, &err, None, charge_id.as_deref())
+                .await;
         }
 
         let (outcome, reply) = match self.notify_steps(&delivery, forward.as_bytes()).await {
             Ok(reply) => (InboxOutcome::Dispatched, reply.into_event()),
             Err((err, order_id)) => {
                 let outcome = if err.retryable() {
-                    InboxOutcome::Failed { status: err.status(), error: err.to_string() }
+                    InboxOutcome::Failed {
+                        status: err.status(),
+                        error: err.to_string(),
+                    }
                 } else {
-                    InboxOutcome::Rejected { status: err.status(), error: err.to_string() }
+                    InboxOutcome::Rejected {
+                        status: err.status(),
+                        error: err.to_string(),
+                    }
                 };
-                let reply = self.fail(NOTIFY_FUNCTION, &delivery, &err, order_id.as_deref(), charge_id.as_deref()).await;
+                let reply = self
+                    .fail(
+                        NOTIFY_FUNCTION,
+                        &delivery,
+                        &err,
+                        order_id.as_deref(),
+                        charge_id.as_deref(),
+                    )
+                    .await;
                 (outcome, reply)
             }
         };
         entry.outcome = outcome.clone();
-        if let Err(e) = self.ports.inbox.set_outcome(&self.settings.tables.callback_inbox, &entry, &outcome).await {
+        if let Err(e) = self
+            .ports
+            .inbox
+            .set_outcome(&self.settings.tables.callback_inbox, &entry, &outcome)
+            .await
+        {
             tracing::error!(error = %e, "could not record the inbox outcome");
         }
-        tracing::info!(function = NOTIFY_FUNCTION, charge_id = charge_id.as_deref(), outcome = outcome.name(), "notify handled");
+        tracing::info!(
+            function = NOTIFY_FUNCTION,
+            charge_id = charge_id.as_deref(),
+            outcome = outcome.name(),
+            "notify handled"
+        );
         reply
     }
 
-    async fn notify_steps(&self, delivery: &Delivery, forward: &[u8]) -> Result<Reply, (CallbackError, Option<String>)> {
-        let noted = self.record(delivery, NotifyNote::Notify).await.map_err(|e| (e, None))?;
+    async fn notify_steps(
+        &self,
+        delivery: &Delivery,
+        forward: &[u8],
+    ) -> Result<Reply, (CallbackError, Option<String>)> {
+        let noted = self
+            .record(delivery, NotifyNote::Notify)
+            .await
+            .map_err(|e| (e, None))?;
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.check_policy(&noted).map_err(|e| (e, order_id.clone()))?;
+        self.check_policy(&noted)
+            .map_err(|e| (e, order_id.clone()))?;
 
         let processed = match (&noted.card_payment, &order_id) {
             (Some(_), Some(order)) => Some(self.process_paid(order, &noted.body).await),
@@ -119,13 +177,27 @@ impl CardNotify {
     }
 
     /// Delayed notify: `Err` makes Lambda retry the event.
-    pub async fn delayed_notify(&self, event: Value, request_id: &str) -> Result<Value, CallbackError> {
+    pub async fn delayed_notify(
+        &self,
+        event: Value,
+        request_id: &str,
+    ) -> Result<Value, CallbackError> {
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let charge_id = parse_body(&delivery).ok().map(|b| b.charge_id.as_str().to_string());
+        let charge_id = parse_body(&delivery)
+            .ok()
+            .map(|b| b.charge_id.as_str().to_string());
         match self.delayed_steps(&delivery).await {
             Ok(reply) => Ok(reply.into_event()),
             Err((err, order_id)) => {
-                let reply = self.fail(DELAYED_NOTIFY_FUNCTION, &delivery, &err, order_id.as_deref(), charge_id.as_deref()).await;
+                let reply = self
+                    .fail(
+                        DELAYED_NOTIFY_FUNCTION,
+                        &delivery,
+                        &err,
+                        order_id.as_deref(),
+                        charge_id.as_deref(),
+                    )
+                    .await;
                 if err.retryable() {
                     Err(err)
                 } else {
@@ -136,20 +208,33 @@ impl CardNotify {
         }
     }
 
-    async fn delayed_steps(&self, delivery: &Delivery) -> Result<Reply, (CallbackError, Option<String>)> {
-        let noted = self.record(delivery, NotifyNote::DelayedNotify).await.map_err(|e| (e, None))?;
+    async fn delayed_steps(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Reply, (CallbackError, Option<String>)> {
+        let noted = self
+            .record(delivery, NotifyNote::DelayedNotify)
+            .await
+            .map_err(|e| (e, None))?;
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.check_policy(&noted).map_err(|e| (e, order_id.clone()))?;
+        self.check_policy(&noted)
+            .map_err(|e| (e, order_id.clone()))?;
         let Some(order) = order_id.clone() else {
             tracing::warn!(charge_id = %noted.body.charge_id, "no card payment record for this charge: nothing to process");
             return Ok(self.redirect(&noted, None));
         };
-        let first = self.process_paid(&order, &noted.body).await.map_err(|e| (e, order_id.clone()))?;
+        let first = self
+            .process_paid(&order, &noted.body)
+            .await
+            .map_err(|e| (e, order_id.clone()))?;
         if first.is_paid() {
             return Ok(self.redirect(&noted, Some(first)));
         }
         tokio::time::sleep(self.card_settings.delayed_notify_wait).await;
-        let second = self.process_paid(&order, &noted.body).await.map_err(|e| (e, order_id.clone()))?;
+        let second = self
+            .process_paid(&order, &noted.body)
+            .await
+            .map_err(|e| (e, order_id.clone()))?;
         Ok(self.redirect(&noted, Some(second)))
     }
 
@@ -158,11 +243,18 @@ impl CardNotify {
         delivery.check_size()?;
         let body = parse_body(delivery)?;
         let key = self.secret.get().await?;
-        let checksum = checksum::verify(&body.checksum_fields(), body.checksum.as_deref(), key.expose());
+        let checksum = checksum::verify(
+            &body.checksum_fields(),
+            body.checksum.as_deref(),
+            key.expose(),
+        );
         let card_payment = self
             .card
             .cards
-            .card_payment_by_charge(&self.settings.tables.card_payment_record, body.charge_id.as_str())
+            .card_payment_by_charge(
+                &self.settings.tables.card_payment_record,
+                body.charge_id.as_str(),
+            )
             .await?;
 
         let mut record = NotifyRecord::new(
@@ -174,21 +266,36 @@ impl CardNotify {
             self.ports.clock.now(),
         );
         record.order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.card.cards.save_notify(&self.settings.tables.credit_card_notify, &record).await?;
+        self.card
+            .cards
+            .save_notify(&self.settings.tables.credit_card_notify, &record)
+            .await?;
         match &card_payment {
             Some(c) => {
                 self.card
                     .cards
-                    .set_checksum_verified(&self.settings.tables.card_payment_record, &c.token, checksum.is_ok())
+                    .set_checksum_verified(
+                        &self.settings.tables.card_payment_record,
+                        &c.token,
+                        checksum.is_ok(),
+                    )
                     .await?
             }
-            None => tracing::warn!(charge_id = %body.charge_id, "no card payment record for this charge"),
+            None => {
+                tracing::warn!(charge_id = %body.charge_id, "no card payment record for this charge")
+            }
         }
-        Ok(Noted { body, card_payment, checksum })
+        Ok(Noted {
+            body,
+            card_payment,
+            checksum,
+        })
     }
 
     fn check_policy(&self, noted: &Noted) -> Result<(), CallbackError> {
-        let Err(problem) = &noted.checksum else { return Ok(()) };
+        let Err(problem) = &noted.checksum else {
+            return Ok(());
+        };
         match self.card_settings.checksum_policy {
             ChecksumPolicy::Enforce => Err(CallbackError::Checksum(problem.to_string())),
             ChecksumPolicy::Mark => {
@@ -200,16 +307,25 @@ impl CardNotify {
     }
 
     /// Runs process-paid (card) synchronously and reads its outcome.
-    async fn process_paid(&self, order_id: &str, body: &NotifyBody) -> Result<Outcome, CallbackError> {
+    async fn process_paid(
+        &self,
+        order_id: &str,
+        body: &NotifyBody,
+    ) -> Result<Outcome, CallbackError> {
         let payload = json!({"orderId": order_id, "paymentType": "card", "chargeId": body.charge_id.as_str()});
         let answer = self
             .ports
             .invoker
-            .invoke_sync(&self.settings.functions.process_paid_card, payload.to_string().as_bytes())
+            .invoke_sync(
+                &self.settings.functions.process_paid_card,
+                payload.to_string().as_bytes(),
+            )
             .await?;
-        let outcome = serde_json::from_slice::<Value>(&answer)
-            .ok()
-            .and_then(|v| v.get("outcome").and_then(Value::as_str).and_then(Outcome::parse));
+        let outcome = serde_json::from_slice::<Value>(&answer).ok().and_then(|v| {
+            v.get("outcome")
+                .and_then(Value::as_str)
+                .and_then(Outcome::parse)
+        });
         tracing::info!(order_id, charge_id = %body.charge_id, outcome = outcome.map(Outcome::as_str), "process-paid answered");
         // An answer without a known outcome counts as not paid: delayed notify asks again.
         Ok(outcome.unwrap_or(Outcome::Pending))
@@ -226,11 +342,30 @@ impl CardNotify {
             .and_then(|c| c.callback.as_deref())
             .filter(|c| is_plain_http_url(c))
             .unwrap_or(&self.card_settings.shop_url);
-        let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.as_deref()).unwrap_or("");
-        Reply::html(200, redirect_page(base, order_id, success, noted.body.amount.as_deref().unwrap_or("")))
+        let order_id = noted
+            .card_payment
+            .as_ref()
+            .and_then(|c| c.order_id.as_deref())
+            .unwrap_or("");
+        Reply::html(
+            200,
+            redirect_page(
+                base,
+                order_id,
+                success,
+                noted.body.amount.as_deref().unwrap_or(""),
+            ),
+        )
     }
 
-    async fn fail(&self, function: &str, delivery: &Delivery, err: &CallbackError, order_id: Option<&str>, charge_id: Option<&str>) -> Value {
+    async fn fail(
+        &self,
+        function: &str,
+        delivery: &Delivery,
+        err: &CallbackError,
+        order_id: Option<&str>,
+        charge_id: Option<&str>,
+    ) -> Value {
         self.reporter
             .report(
                 Incident {
@@ -269,7 +404,9 @@ fn parse_body(delivery: &Delivery) -> Result<NotifyBody, ValidationError> {
 fn is_plain_http_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://"))
         && url.len() < 512
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\'))
+        && !url.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')
+        })
 }
 
 /// The page that sends the browser to `{base}/thankyou?orderId=&status=&amount=`.
@@ -345,7 +482,12 @@ mod tests {
                 amount: "2339.00".parse().unwrap(),
                 currency: "THB".into(),
                 status: "success".into(),
-                transaction_state: if n < self.pending_calls { "Pre-Authorized" } else { "Authorized" }.into(),
+                transaction_state: if n < self.pending_calls {
+                    "Pre-Authorized"
+                } else {
+                    "Authorized"
+                }
+                .into(),
             })
         }
     }
@@ -361,7 +503,10 @@ mod tests {
             aws.set_secret("kbank-dev", &format!(r#"{{"secretKey": "{KEY}"}}"#));
             let order: Item = [
                 ("orderId".to_string(), Attr::S(ORDER.into())),
-                ("data".to_string(), Attr::M([("grandTotal".to_string(), Attr::N("2339".into()))].into())),
+                (
+                    "data".to_string(),
+                    Attr::M([("grandTotal".to_string(), Attr::N("2339".into()))].into()),
+                ),
             ]
             .into();
             aws.put_item("order-table-dev", ORDER, order);
@@ -369,13 +514,18 @@ mod tests {
                 ("token".to_string(), Attr::S("tokn_1".into())),
                 ("orderId".to_string(), Attr::S(ORDER.into())),
                 ("chargeId".to_string(), Attr::S(CHARGE.into())),
-                ("callback".to_string(), Attr::S("https://shop.example".into())),
+                (
+                    "callback".to_string(),
+                    Attr::S("https://shop.example".into()),
+                ),
             ]
             .into();
             aws.put_item(CARDS, "tokn_1", card);
             World {
                 aws,
-                clock: Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap())),
+                clock: Arc::new(ManualClock::new(
+                    Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+                )),
             }
         }
 
@@ -383,13 +533,20 @@ mod tests {
             let settings = Arc::new(Settings::for_branch("dev"));
             let process_paid = Arc::new(ProcessPaid::new(
                 settings.clone(),
-                Arc::new(ProcessPaidSettings::for_kind(crate::config::ProcessPaidKind::Card, "dev")),
+                Arc::new(ProcessPaidSettings::for_kind(
+                    crate::config::ProcessPaidKind::Card,
+                    "dev",
+                )),
                 self.aws.ports(self.clock.clone()),
                 self.aws.card_ports(),
                 kbank,
             ));
             let mut ports = self.aws.ports(self.clock.clone());
-            ports.invoker = Arc::new(LoopbackInvoker { aws: self.aws.clone(), function: PROCESS_PAID.into(), process_paid });
+            ports.invoker = Arc::new(LoopbackInvoker {
+                aws: self.aws.clone(),
+                function: PROCESS_PAID.into(),
+                process_paid,
+            });
             let mut card = CardSettings::for_branch("dev");
             card.checksum_policy = policy;
             card.delayed_notify_wait = Duration::from_millis(1);
@@ -406,7 +563,11 @@ mod tests {
             self.aws.item(CARDS, "tokn_1").unwrap()
         }
         fn process_paid_calls(&self) -> usize {
-            self.aws.invocations().iter().filter(|i| i.function == PROCESS_PAID).count()
+            self.aws
+                .invocations()
+                .iter()
+                .filter(|i| i.function == PROCESS_PAID)
+                .count()
         }
         fn delayed_calls(&self) -> Vec<Vec<u8>> {
             self.aws
@@ -467,7 +628,10 @@ mod tests {
         assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
         // and the order is paid, through process-paid
         assert_eq!(w.process_paid_calls(), 1);
-        assert_eq!(w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"], Attr::S("PAID".into()));
+        assert_eq!(
+            w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"],
+            Attr::S("PAID".into())
+        );
         // and delayed notify got the same event, once
         let delayed = w.delayed_calls();
         assert_eq!(delayed.len(), 1);
@@ -485,7 +649,9 @@ mod tests {
         let w = World::new();
         let n = w.notify(ChecksumPolicy::Enforce);
         let forged = "0".repeat(64);
-        let reply = n.notify(http(&body(Some(&forged)), "application/json"), "req-2").await;
+        let reply = n
+            .notify(http(&body(Some(&forged)), "application/json"), "req-2")
+            .await;
         assert_eq!(reply["statusCode"], 401);
         let b: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
         assert_eq!(b["error"], "checksum verification failed");
@@ -493,7 +659,10 @@ mod tests {
         let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
         assert_eq!(records.len(), 1);
         assert!(!records[0].checksum_verified);
-        assert_eq!(records[0].checksum_error.as_deref(), Some("checksum does not match"));
+        assert_eq!(
+            records[0].checksum_error.as_deref(),
+            Some("checksum does not match")
+        );
         assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(false));
         // Alerted
         let errors = w.aws.error_log(ERRORS);
@@ -505,17 +674,29 @@ mod tests {
         assert_eq!(w.aws.mails()[0].subject, "[payment3][dev] notify error");
         // Never reaches process-paid, no delayed notify, order untouched
         assert!(w.aws.invocations().is_empty());
-        assert!(!w.aws.item("order-table-dev", ORDER).unwrap().contains_key("paymentStatus"));
-        assert!(matches!(w.aws.inbox(INBOX)[0].outcome, InboxOutcome::Rejected { status: 401, .. }));
+        assert!(!w
+            .aws
+            .item("order-table-dev", ORDER)
+            .unwrap()
+            .contains_key("paymentStatus"));
+        assert!(matches!(
+            w.aws.inbox(INBOX)[0].outcome,
+            InboxOutcome::Rejected { status: 401, .. }
+        ));
     }
 
     #[tokio::test]
     async fn a_missing_or_short_checksum_under_enforce_is_401_too() {
         let w = World::new();
         let n = w.notify(ChecksumPolicy::Enforce);
-        for (i, checksum) in [None, Some(""), Some(&GOOD[..63]), Some("zz")].into_iter().enumerate() {
+        for (i, checksum) in [None, Some(""), Some(&GOOD[..63]), Some("zz")]
+            .into_iter()
+            .enumerate()
+        {
             w.tick();
-            let reply = n.notify(http(&body(checksum), "application/json"), &format!("r{i}")).await;
+            let reply = n
+                .notify(http(&body(checksum), "application/json"), &format!("r{i}"))
+                .await;
             assert_eq!(reply["statusCode"], 401, "{checksum:?}");
         }
         assert!(w.aws.invocations().is_empty());
@@ -527,7 +708,9 @@ mod tests {
     async fn a_bad_checksum_under_mark_is_marked_and_processed() {
         let w = World::new();
         let n = w.notify(ChecksumPolicy::Mark);
-        let reply = n.notify(http(&body(Some(&"0".repeat(64))), "application/json"), "r").await;
+        let reply = n
+            .notify(http(&body(Some(&"0".repeat(64))), "application/json"), "r")
+            .await;
         assert_eq!(reply["statusCode"], 200);
         assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(false));
         assert!(!w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
@@ -543,7 +726,9 @@ mod tests {
         let form = format!(
             "id={CHARGE}&amount=2339.00&currency=THB&status=success&transaction_state=Authorized&checksum={GOOD}"
         );
-        let reply = n.notify(http(&form, "application/x-www-form-urlencoded"), "r").await;
+        let reply = n
+            .notify(http(&form, "application/x-www-form-urlencoded"), "r")
+            .await;
         assert_eq!(reply["statusCode"], 200, "{reply}");
         assert!(w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
         assert_eq!(w.aws.order_updates(), 1);
@@ -556,33 +741,64 @@ mod tests {
         let n = w.notify(ChecksumPolicy::Enforce);
         for i in 0..3 {
             w.tick();
-            assert_eq!(n.notify(http(&body(Some(GOOD)), "application/json"), &format!("n{i}")).await["statusCode"], 200);
+            assert_eq!(
+                n.notify(
+                    http(&body(Some(GOOD)), "application/json"),
+                    &format!("n{i}")
+                )
+                .await["statusCode"],
+                200
+            );
         }
         for (i, event) in w.delayed_calls().into_iter().enumerate() {
             let event: Value = serde_json::from_slice(&event).unwrap();
             for attempt in 0..2 {
                 w.tick();
-                n.delayed_notify(event.clone(), &format!("d{i}{attempt}")).await.unwrap();
+                n.delayed_notify(event.clone(), &format!("d{i}{attempt}"))
+                    .await
+                    .unwrap();
             }
         }
         // Then the order was updated once and one notice was sent
         assert_eq!(w.aws.order_updates(), 1);
-        assert_eq!(w.aws.mails().iter().filter(|m| m.subject.contains("paid")).count(), 1);
+        assert_eq!(
+            w.aws
+                .mails()
+                .iter()
+                .filter(|m| m.subject.contains("paid"))
+                .count(),
+            1
+        );
         let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
-        assert_eq!(records.iter().filter(|r| r.note == NotifyNote::DelayedNotify).count(), 6);
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| r.note == NotifyNote::DelayedNotify)
+                .count(),
+            6
+        );
     }
 
     #[tokio::test]
     async fn a_charge_authorized_later_is_pending_then_paid_by_the_delayed_run() {
         // Given a charge KBank reports Pre-Authorized for the first two inquiries
         let w = World::new();
-        let kbank = Arc::new(AuthorizesLater { pending_calls: 2, calls: AtomicUsize::new(0) });
+        let kbank = Arc::new(AuthorizesLater {
+            pending_calls: 2,
+            calls: AtomicUsize::new(0),
+        });
         let n = w.with_kbank(ChecksumPolicy::Enforce, kbank.clone());
         // When notify arrives, the order stays unpaid and the page says failure
-        let reply = n.notify(http(&body(Some(GOOD)), "application/json"), "n").await;
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "n")
+            .await;
         assert_eq!(reply["statusCode"], 200);
         assert!(reply["body"].as_str().unwrap().contains("status=failure"));
-        assert!(!w.aws.item("order-table-dev", ORDER).unwrap().contains_key("paymentStatus"));
+        assert!(!w
+            .aws
+            .item("order-table-dev", ORDER)
+            .unwrap()
+            .contains_key("paymentStatus"));
         assert_eq!(
             w.aws.item("payment3-paid-order-dev", ORDER).unwrap()["status"],
             Attr::S("PENDING".into())
@@ -593,7 +809,10 @@ mod tests {
         assert!(reply["body"].as_str().unwrap().contains("status=success"));
         assert_eq!(kbank.calls.load(Ordering::SeqCst), 3);
         assert_eq!(w.process_paid_calls(), 3);
-        assert_eq!(w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"], Attr::S("PAID".into()));
+        assert_eq!(
+            w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"],
+            Attr::S("PAID".into())
+        );
         assert_eq!(w.aws.order_updates(), 1);
     }
 
@@ -601,7 +820,10 @@ mod tests {
     async fn delayed_notify_runs_once_when_the_first_run_is_paid() {
         let w = World::new();
         let n = w.notify(ChecksumPolicy::Enforce);
-        let reply = n.delayed_notify(http(&body(Some(GOOD)), "application/json"), "d").await.unwrap();
+        let reply = n
+            .delayed_notify(http(&body(Some(GOOD)), "application/json"), "d")
+            .await
+            .unwrap();
         assert_eq!(reply["statusCode"], 200);
         assert_eq!(w.process_paid_calls(), 1);
         let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
@@ -618,13 +840,19 @@ mod tests {
         kbank.fail_with(Some(GatewayError::Unreachable("timeout".into())));
         let n = w.with_kbank(ChecksumPolicy::Enforce, kbank.clone());
         // Notify: process-paid fails; delayed notify is still handed the event; KBank gets 500.
-        let reply = n.notify(http(&body(Some(GOOD)), "application/json"), "n").await;
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "n")
+            .await;
         assert_eq!(reply["statusCode"], 500);
         assert_eq!(w.delayed_calls().len(), 1);
         // Delayed notify: fails so Lambda retries; error logged.
         let event: Value = serde_json::from_slice(&w.delayed_calls()[0]).unwrap();
         assert!(n.delayed_notify(event.clone(), "d1").await.is_err());
-        assert!(w.aws.error_log(ERRORS).iter().any(|e| e.function_name == "delayednotify"));
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.function_name == "delayednotify"));
         // The retry after the outage pays the order.
         kbank.fail_with(None);
         kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
@@ -636,7 +864,10 @@ mod tests {
     async fn a_forged_delayed_notify_is_recorded_and_not_retried() {
         let w = World::new();
         let n = w.notify(ChecksumPolicy::Enforce);
-        let reply = n.delayed_notify(http(&body(Some(&"1".repeat(64))), "application/json"), "d").await.unwrap();
+        let reply = n
+            .delayed_notify(http(&body(Some(&"1".repeat(64))), "application/json"), "d")
+            .await
+            .unwrap();
         assert_eq!(reply["statusCode"], 401);
         assert_eq!(w.process_paid_calls(), 0);
         assert!(!w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
@@ -649,7 +880,10 @@ mod tests {
         let other = body(Some(GOOD)).replace(CHARGE, "chrg_unknown");
         let reply = n.notify(http(&other, "application/json"), "r").await;
         assert_eq!(reply["statusCode"], 200);
-        assert!(reply["body"].as_str().unwrap().contains("https://shop.villamarket.com/thankyou?orderId=&amp;status=failure"));
+        assert!(reply["body"]
+            .as_str()
+            .unwrap()
+            .contains("https://shop.villamarket.com/thankyou?orderId=&amp;status=failure"));
         assert_eq!(w.aws.notify_records(NOTIFY_TABLE, "chrg_unknown").len(), 1);
         assert_eq!(w.process_paid_calls(), 0);
         assert_eq!(w.delayed_calls().len(), 1);
@@ -660,7 +894,9 @@ mod tests {
         let w = World::new();
         w.aws.set_secret("kbank-dev", "{}");
         let n = w.notify(ChecksumPolicy::Enforce);
-        let reply = n.notify(http(&body(Some(GOOD)), "application/json"), "r").await;
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "r")
+            .await;
         assert_eq!(reply["statusCode"], 500);
         assert!(!reply["body"].as_str().unwrap().contains("secretKey"));
         assert!(w.aws.invocations().is_empty());

@@ -94,7 +94,11 @@ pub struct ProcessPaidRequest {
     pub amount: Option<Decimal>,
 }
 
-fn text_of(body: &Map<String, Value>, names: &[&str], field: &'static str) -> Result<Option<String>, ValidationError> {
+fn text_of(
+    body: &Map<String, Value>,
+    names: &[&str],
+    field: &'static str,
+) -> Result<Option<String>, ValidationError> {
     match aliased(body, names) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -119,7 +123,10 @@ impl ProcessPaidRequest {
             Some(t) => PaymentType::parse(&t).ok_or_else(|| {
                 ValidationError::new(
                     "paymentType",
-                    format!("paymentType must be card, qr, wallet, bankapp or amex, got {:?}", t.chars().take(40).collect::<String>()),
+                    format!(
+                        "paymentType must be card, qr, wallet, bankapp or amex, got {:?}",
+                        t.chars().take(40).collect::<String>()
+                    ),
                 )
             })?,
         };
@@ -137,13 +144,23 @@ impl ProcessPaidRequest {
             (Some(d), _) => Some(d),
             (None, None | Some(Value::Null)) => None,
             (None, Some(v)) => Some(decimal_from_value(v).ok_or_else(|| {
-                ValidationError::new("amount", format!("amount must be a number, got {}", describe(v)))
+                ValidationError::new(
+                    "amount",
+                    format!("amount must be a number, got {}", describe(v)),
+                )
             })?),
         };
         let (charge_id, payment_id) = if payment_type.asks_kbank() {
-            let text = text_of(&body, &["chargeId", "charge_id"], "chargeId")?.ok_or_else(|| {
-                ValidationError::new("chargeId", format!("chargeId is required for {} payments", payment_type.as_str()))
-            })?;
+            let text =
+                text_of(&body, &["chargeId", "charge_id"], "chargeId")?.ok_or_else(|| {
+                    ValidationError::new(
+                        "chargeId",
+                        format!(
+                            "chargeId is required for {} payments",
+                            payment_type.as_str()
+                        ),
+                    )
+                })?;
             let id = ChargeId::parse("chargeId", &text)?;
             let payment_id = id.as_str().to_string();
             (Some(id), payment_id)
@@ -168,8 +185,9 @@ impl ProcessPaidRequest {
 fn event_object(event: &Value) -> Result<(Map<String, Value>, Option<Decimal>), ValidationError> {
     match event {
         Value::String(text) => {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|e| ValidationError::new("body", format!("event is not valid JSON: {e}")))?;
+            let value: Value = serde_json::from_str(text).map_err(|e| {
+                ValidationError::new("body", format!("event is not valid JSON: {e}"))
+            })?;
             let raw: HashMap<String, &RawValue> = serde_json::from_str(text).unwrap_or_default();
             let (body, _) = event_object(&value)?;
             Ok((body, raw.get("amount").and_then(|r| decimal_from_raw(r))))
@@ -177,7 +195,9 @@ fn event_object(event: &Value) -> Result<(Map<String, Value>, Option<Decimal>), 
         Value::Object(map) => {
             let names_order = map.contains_key("orderId") || map.contains_key("order_id");
             match map.get("body") {
-                Some(inner @ (Value::String(_) | Value::Object(_))) if !names_order => event_object(inner),
+                Some(inner @ (Value::String(_) | Value::Object(_))) if !names_order => {
+                    event_object(inner)
+                }
                 _ => Ok((map.clone(), None)),
             }
         }
@@ -214,7 +234,10 @@ impl Order {
                 .and_then(|d| d.get("grandTotal").and_then(|r| decimal_from_raw(r))),
             _ => None,
         };
-        Ok(Order { order_id, grand_total })
+        Ok(Order {
+            order_id,
+            grand_total,
+        })
     }
 }
 
@@ -296,7 +319,10 @@ impl PaidClaim {
         if status == PaidOrderStatus::Paid {
             item.insert("paidAt".into(), Attr::S(isoformat(now)));
             item.insert("effectsDone".into(), Attr::Bool(false));
-            item.insert("effectsClaimedAt".into(), Attr::N(now.timestamp().to_string()));
+            item.insert(
+                "effectsClaimedAt".into(),
+                Attr::N(now.timestamp().to_string()),
+            );
         }
         item
     }
@@ -339,9 +365,15 @@ impl Outcome {
         }
     }
     pub fn parse(text: &str) -> Option<Self> {
-        [Outcome::Paid, Outcome::AlreadyPaid, Outcome::Pending, Outcome::Failed, Outcome::Rejected]
-            .into_iter()
-            .find(|o| o.as_str() == text)
+        [
+            Outcome::Paid,
+            Outcome::AlreadyPaid,
+            Outcome::Pending,
+            Outcome::Failed,
+            Outcome::Rejected,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
     }
     /// The order is paid after this run (by it or before it).
     pub fn is_paid(self) -> bool {
@@ -397,7 +429,15 @@ impl ProcessPaid {
             ports.alert_gate.clone(),
             ports.mailer.clone(),
         );
-        ProcessPaid { settings, paid, ports, card, secret, kbank, reporter }
+        ProcessPaid {
+            settings,
+            paid,
+            ports,
+            card,
+            secret,
+            kbank,
+            reporter,
+        }
     }
 
     /// The function's name in the error log and alerts.
@@ -417,9 +457,12 @@ impl ProcessPaid {
             Err(e) => {
                 let err = CallbackError::from(e);
                 let order = event_object(&event).ok().and_then(|(b, _)| {
-                    aliased(&b, &["orderId", "order_id"]).and_then(Value::as_str).map(String::from)
+                    aliased(&b, &["orderId", "order_id"])
+                        .and_then(Value::as_str)
+                        .map(String::from)
                 });
-                self.report(&err, order.as_deref(), None, &event, request_id).await;
+                self.report(&err, order.as_deref(), None, &event, request_id)
+                    .await;
                 let public = err.public_message(request_id);
                 return Ok(self.finish(Outcome::Rejected, order.as_deref(), Some(&public)));
             }
@@ -428,8 +471,14 @@ impl ProcessPaid {
         match self.apply(&request).await {
             Ok(outcome) => Ok(self.finish(outcome, Some(&order_id), None)),
             Err(err) => {
-                self.report(&err, Some(&order_id), Some(&request.payment_id), &event, request_id)
-                    .await;
+                self.report(
+                    &err,
+                    Some(&order_id),
+                    Some(&request.payment_id),
+                    &event,
+                    request_id,
+                )
+                .await;
                 if err.retryable() {
                     Err(err)
                 } else {
@@ -441,11 +490,23 @@ impl ProcessPaid {
     }
 
     fn finish(&self, outcome: Outcome, order_id: Option<&str>, error: Option<&str>) -> Value {
-        tracing::info!(function = self.function(), order_id, outcome = outcome.as_str(), "process-paid done");
+        tracing::info!(
+            function = self.function(),
+            order_id,
+            outcome = outcome.as_str(),
+            "process-paid done"
+        );
         response(outcome, order_id, error)
     }
 
-    async fn report(&self, err: &CallbackError, order_id: Option<&str>, payment_id: Option<&str>, event: &Value, request_id: &str) {
+    async fn report(
+        &self,
+        err: &CallbackError,
+        order_id: Option<&str>,
+        payment_id: Option<&str>,
+        event: &Value,
+        request_id: &str,
+    ) {
         self.reporter
             .report(
                 Incident {
@@ -482,10 +543,9 @@ impl ProcessPaid {
 
         // Is it paid, and how much?
         if request.payment_type.asks_kbank() {
-            let charge_id = request
-                .charge_id
-                .as_ref()
-                .ok_or_else(|| CallbackError::Internal("card payment without a charge id".into()))?;
+            let charge_id = request.charge_id.as_ref().ok_or_else(|| {
+                CallbackError::Internal("card payment without a charge id".into())
+            })?;
             let key = self.secret.get().await?;
             let charge = self.kbank.charge(charge_id, &key).await?;
             if charge.id != charge_id.as_str() {
@@ -500,7 +560,10 @@ impl ProcessPaid {
                 ChargeState::Pending => {
                     tracing::info!(order_id, charge_id = %charge_id, status = %charge.status,
                         transaction_state = %charge.transaction_state, "charge not paid yet");
-                    self.card.ledger.note_pending(table, &claim, self.ports.clock.now()).await?;
+                    self.card
+                        .ledger
+                        .note_pending(table, &claim, self.ports.clock.now())
+                        .await?;
                     return Ok(Outcome::Pending);
                 }
                 ChargeState::Failed => return self.failed(&claim).await,
@@ -512,7 +575,10 @@ impl ProcessPaid {
                 None => {
                     return Err(ValidationError::new(
                         "success",
-                        format!("success is required for {} payments", request.payment_type.as_str()),
+                        format!(
+                            "success is required for {} payments",
+                            request.payment_type.as_str()
+                        ),
                     )
                     .into())
                 }
@@ -522,7 +588,9 @@ impl ProcessPaid {
         // The order check.
         let paid_amount = claim.amount.ok_or_else(|| CallbackError::Rejected {
             kind: "AmountMissing",
-            message: format!("order {order_id}: the payment carries no amount to check against the total"),
+            message: format!(
+                "order {order_id}: the payment carries no amount to check against the total"
+            ),
         })?;
         let item = self
             .card
@@ -539,7 +607,9 @@ impl ProcessPaid {
         })?;
         let total = order.grand_total.ok_or_else(|| CallbackError::Rejected {
             kind: "OrderTotalMissing",
-            message: format!("order {order_id} has no data.grandTotal; the payment was not applied"),
+            message: format!(
+                "order {order_id} has no data.grandTotal; the payment was not applied"
+            ),
         })?;
         if differs(paid_amount, total) {
             return Err(CallbackError::Rejected {
@@ -554,7 +624,12 @@ impl ProcessPaid {
         let now = self.ports.clock.now();
         let stale_before = now
             - chrono::Duration::from_std(EFFECTS_LEASE).unwrap_or(chrono::Duration::seconds(60));
-        if !self.card.ledger.claim_paid(table, &claim, now, stale_before).await? {
+        if !self
+            .card
+            .ledger
+            .claim_paid(table, &claim, now, stale_before)
+            .await?
+        {
             return Ok(Outcome::AlreadyPaid);
         }
         let update = OrderPaidUpdate {
@@ -565,15 +640,27 @@ impl ProcessPaid {
             payment_id: claim.payment_id.clone(),
         };
         // A failure here leaves the claim unfinished: the retry re-claims after the lease.
-        self.card.orders.mark_order_paid(&self.settings.tables.order, &update).await?;
-        self.send_paid_notice(&claim, paid_amount, &update.paid_at).await;
-        self.card.ledger.finish_paid(table, order_id, self.ports.clock.now()).await?;
+        self.card
+            .orders
+            .mark_order_paid(&self.settings.tables.order, &update)
+            .await?;
+        self.send_paid_notice(&claim, paid_amount, &update.paid_at)
+            .await;
+        self.card
+            .ledger
+            .finish_paid(table, order_id, self.ports.clock.now())
+            .await?;
         Ok(Outcome::Paid)
     }
 
     async fn failed(&self, claim: &PaidClaim) -> Result<Outcome, CallbackError> {
         let table = &self.settings.tables.paid_order;
-        if self.card.ledger.mark_failed(table, claim, self.ports.clock.now()).await? {
+        if self
+            .card
+            .ledger
+            .mark_failed(table, claim, self.ports.clock.now())
+            .await?
+        {
             return Ok(Outcome::Failed);
         }
         // Lost: the entry is FAILED already, or PAID (which a failure never undoes).
@@ -584,7 +671,11 @@ impl ProcessPaid {
     }
 
     fn warn_if_second_payment(&self, state: &PaidOrderState, claim: &PaidClaim) {
-        if state.payment_id.as_deref().is_some_and(|p| p != claim.payment_id) {
+        if state
+            .payment_id
+            .as_deref()
+            .is_some_and(|p| p != claim.payment_id)
+        {
             tracing::warn!(
                 order_id = %claim.order_id,
                 paid_with = state.payment_id.as_deref(),
@@ -595,14 +686,20 @@ impl ProcessPaid {
     }
 
     async fn send_paid_notice(&self, claim: &PaidClaim, amount: Decimal, paid_at: &str) {
-        let (Some(from), false) = (self.paid.notice_from.clone(), self.paid.notice_to.is_empty()) else {
+        let (Some(from), false) = (
+            self.paid.notice_from.clone(),
+            self.paid.notice_to.is_empty(),
+        ) else {
             tracing::info!(order_id = %claim.order_id, "no PAID_NOTICE_EMAIL_FROM/TO: no paid notice e-mail");
             return;
         };
         let mail = Mail {
             from,
             to: self.paid.notice_to.clone(),
-            subject: format!("[payment3][{}] order {} paid", self.settings.branch, claim.order_id),
+            subject: format!(
+                "[payment3][{}] order {} paid",
+                self.settings.branch, claim.order_id
+            ),
             body: format!(
                 "Order: {}\nPayment type: {}\nPayment id: {}\nAmount: {}\nPaid at: {} UTC\n",
                 claim.order_id,
@@ -622,9 +719,9 @@ impl ProcessPaid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::clock::ManualClock;
     use crate::kbank::GatewayError;
-    use crate::clock::Clock;
     use crate::memory::{MemoryAws, MemoryKBank};
     use crate::ports::PaidOrderLedger;
     use chrono::TimeZone;
@@ -648,14 +745,23 @@ mod tests {
             let w = World {
                 aws,
                 kbank: Arc::new(MemoryKBank::with_key(KEY)),
-                clock: Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap())),
+                clock: Arc::new(ManualClock::new(
+                    Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+                )),
             };
-            w.order_with_data(Attr::M([("grandTotal".to_string(), Attr::N("2339.00".into()))].into()));
-            w.kbank.set_charge("chrg_1", "2339.00", "success", "Authorized");
+            w.order_with_data(Attr::M(
+                [("grandTotal".to_string(), Attr::N("2339.00".into()))].into(),
+            ));
+            w.kbank
+                .set_charge("chrg_1", "2339.00", "success", "Authorized");
             w
         }
         fn order_with_data(&self, data: Attr) {
-            let item: Item = [("orderId".to_string(), Attr::S(ORDER.into())), ("data".to_string(), data)].into();
+            let item: Item = [
+                ("orderId".to_string(), Attr::S(ORDER.into())),
+                ("data".to_string(), data),
+            ]
+            .into();
             self.aws.put_item(ORDERS, ORDER, item);
         }
         fn process(&self, kind: ProcessPaidKind) -> ProcessPaid {
@@ -668,13 +774,19 @@ mod tests {
             )
         }
         fn ledger(&self) -> Option<PaidOrderState> {
-            self.aws.item(LEDGER, ORDER).map(|i| PaidOrderState::from_item(&i).unwrap())
+            self.aws
+                .item(LEDGER, ORDER)
+                .map(|i| PaidOrderState::from_item(&i).unwrap())
         }
         fn order(&self) -> Item {
             self.aws.item(ORDERS, ORDER).unwrap()
         }
         fn notices(&self) -> usize {
-            self.aws.mails().iter().filter(|m| m.subject.contains("paid")).count()
+            self.aws
+                .mails()
+                .iter()
+                .filter(|m| m.subject.contains("paid"))
+                .count()
         }
     }
 
@@ -705,7 +817,10 @@ mod tests {
         let ledger = w.ledger().unwrap();
         assert_eq!(ledger.status, PaidOrderStatus::Paid);
         assert!(ledger.effects_done);
-        assert_eq!(w.aws.item(LEDGER, ORDER).unwrap()["amount"], Attr::N("2339.00".into()));
+        assert_eq!(
+            w.aws.item(LEDGER, ORDER).unwrap()["amount"],
+            Attr::N("2339.00".into())
+        );
         assert_eq!(w.notices(), 1);
         assert_eq!(w.aws.mails()[0].to, vec!["orders@example.com".to_string()]);
         // And running it again is already_paid without asking KBank again
@@ -718,14 +833,16 @@ mod tests {
     #[tokio::test]
     async fn a_charge_not_yet_authorized_is_pending_then_paid() {
         let w = World::new();
-        w.kbank.set_charge("chrg_1", "2339.00", "success", "Pre-Authorized");
+        w.kbank
+            .set_charge("chrg_1", "2339.00", "success", "Pre-Authorized");
         let p = w.process(ProcessPaidKind::Card);
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "pending");
         assert!(!w.order().contains_key("paymentStatus"));
         assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Pending);
         assert_eq!(w.notices(), 0);
         // The gateway authorizes it; the next run applies it.
-        w.kbank.set_charge("chrg_1", "2339.00", "success", "Authorized");
+        w.kbank
+            .set_charge("chrg_1", "2339.00", "success", "Authorized");
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
         assert_eq!(w.aws.order_updates(), 1);
     }
@@ -739,7 +856,8 @@ mod tests {
         assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Failed);
         assert_eq!(w.aws.order_updates(), 0);
         // The customer pays again with another card: FAILED -> PAID.
-        w.kbank.set_charge("chrg_2", "2339.00", "success", "Authorized");
+        w.kbank
+            .set_charge("chrg_2", "2339.00", "success", "Authorized");
         assert_eq!(outcome(&p, card_event("chrg_2")).await, "paid");
         assert_eq!(w.ledger().unwrap().status, PaidOrderStatus::Paid);
         // A late failure never takes the order out of PAID.
@@ -751,20 +869,32 @@ mod tests {
     async fn a_missing_order_or_a_different_amount_is_rejected_and_alerted() {
         let w = World::new();
         let p = w.process(ProcessPaidKind::Card);
-        w.kbank.set_charge("chrg_9", "100.00", "success", "Authorized");
+        w.kbank
+            .set_charge("chrg_9", "100.00", "success", "Authorized");
         assert_eq!(outcome(&p, card_event("chrg_9")).await, "rejected");
         let errors = w.aws.error_log(ERRORS);
         assert_eq!(errors[0].error_type, "AmountMismatch");
-        assert!(errors[0].error.contains("paid 100.00 but the total is 2339.00"), "{}", errors[0].error);
+        assert!(
+            errors[0]
+                .error
+                .contains("paid 100.00 but the total is 2339.00"),
+            "{}",
+            errors[0].error
+        );
         assert_eq!(w.aws.mails().len(), 1, "alerted");
         assert!(w.ledger().is_none());
         assert_eq!(w.aws.order_updates(), 0);
 
         let other = json!({"orderId": "no-such-order", "chargeId": "chrg_1"});
         assert_eq!(outcome(&p, other).await, "rejected");
-        assert!(w.aws.error_log(ERRORS).iter().any(|e| e.error_type == "OrderNotFound"));
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.error_type == "OrderNotFound"));
         // Within a cent is the same amount.
-        w.kbank.set_charge("chrg_3", "2339.01", "success", "Authorized");
+        w.kbank
+            .set_charge("chrg_3", "2339.01", "success", "Authorized");
         assert_eq!(outcome(&p, card_event("chrg_3")).await, "paid");
     }
 
@@ -772,7 +902,10 @@ mod tests {
     async fn the_order_document_may_be_json_text() {
         let w = World::new();
         w.order_with_data(Attr::S(r#"{"grandTotal": 2339.0, "items": []}"#.into()));
-        assert_eq!(outcome(&w.process(ProcessPaidKind::Card), card_event("chrg_1")).await, "paid");
+        assert_eq!(
+            outcome(&w.process(ProcessPaidKind::Card), card_event("chrg_1")).await,
+            "paid"
+        );
     }
 
     #[tokio::test]
@@ -780,8 +913,12 @@ mod tests {
         let w = World::new();
         let wallet = w.process(ProcessPaidKind::Wallet);
         // A failure first (JSON text event, as an async invoke payload may be).
-        let failed = json!({"order_id": ORDER, "payment_id": "pay_0", "success": false, "amount": 2339.0});
-        assert_eq!(outcome(&wallet, Value::String(failed.to_string())).await, "failed");
+        let failed =
+            json!({"order_id": ORDER, "payment_id": "pay_0", "success": false, "amount": 2339.0});
+        assert_eq!(
+            outcome(&wallet, Value::String(failed.to_string())).await,
+            "failed"
+        );
         let paid = r#"{"orderId": "482500007436", "paymentId": "pay_1", "success": true, "amount": 2339.00, "userId": "u"}"#;
         assert_eq!(outcome(&wallet, Value::String(paid.into())).await, "paid");
         assert_eq!(w.order()["paymentType"], Attr::S("wallet".into()));
@@ -789,7 +926,8 @@ mod tests {
         assert_eq!(w.kbank.calls(), 0, "wallet payments do not ask KBank");
         // Amex, bank app: their own types.
         let amex = w.process(ProcessPaidKind::Amex);
-        let again = json!({"orderId": ORDER, "paymentId": "amex_1", "success": true, "amount": 2339});
+        let again =
+            json!({"orderId": ORDER, "paymentId": "amex_1", "success": true, "amount": 2339});
         assert_eq!(outcome(&amex, again).await, "already_paid");
         let bank = json!({"orderId": "x", "paymentType": "bankapp", "paymentId": "b", "success": true, "amount": 1});
         assert_eq!(outcome(&wallet, bank).await, "rejected");
@@ -801,17 +939,33 @@ mod tests {
         let p = w.process(ProcessPaidKind::Card);
         for (event, needle) in [
             (json!({}), "orderId is required"),
-            (json!({"orderId": ORDER}), "chargeId is required for card payments"),
-            (json!({"orderId": ORDER, "paymentType": "cash", "chargeId": "c"}), "paymentType must be"),
-            (json!({"orderId": ORDER, "chargeId": "../../admin"}), "chargeId may hold only"),
-            (json!({"orderId": ORDER, "paymentType": "wallet", "paymentId": "p"}), "success is required"),
+            (
+                json!({"orderId": ORDER}),
+                "chargeId is required for card payments",
+            ),
+            (
+                json!({"orderId": ORDER, "paymentType": "cash", "chargeId": "c"}),
+                "paymentType must be",
+            ),
+            (
+                json!({"orderId": ORDER, "chargeId": "../../admin"}),
+                "chargeId may hold only",
+            ),
+            (
+                json!({"orderId": ORDER, "paymentType": "wallet", "paymentId": "p"}),
+                "success is required",
+            ),
             (json!("{not json"), "event is not valid JSON"),
             (json!([1]), "event must be a JSON object"),
             (json!(null), "event must be a JSON object"),
         ] {
             let r = p.handle(event.clone(), "req").await.unwrap();
             assert_eq!(r["outcome"], "rejected", "{event}");
-            assert!(r["error"].as_str().unwrap().contains(needle), "{event}: {}", r["error"]);
+            assert!(
+                r["error"].as_str().unwrap().contains(needle),
+                "{event}: {}",
+                r["error"]
+            );
         }
         assert_eq!(w.aws.order_updates(), 0);
     }
@@ -820,16 +974,22 @@ mod tests {
     async fn an_unreachable_gateway_fails_for_a_retry_and_a_refusal_does_not() {
         let w = World::new();
         let p = w.process(ProcessPaidKind::Card);
-        w.kbank.fail_with(Some(GatewayError::Unreachable("timed out".into())));
+        w.kbank
+            .fail_with(Some(GatewayError::Unreachable("timed out".into())));
         let err = p.handle(card_event("chrg_1"), "req").await.unwrap_err();
         assert!(err.retryable());
         assert_eq!(w.aws.error_log(ERRORS)[0].error_type, "GatewayUnreachable");
-        w.kbank.fail_with(Some(GatewayError::ServerError { status: 502 }));
+        w.kbank
+            .fail_with(Some(GatewayError::ServerError { status: 502 }));
         assert!(p.handle(card_event("chrg_1"), "req").await.is_err());
         w.kbank.fail_with(None);
         // Unknown charge: KBank answers 404; not retried, alerted.
         assert_eq!(outcome(&p, card_event("chrg_unknown")).await, "rejected");
-        assert!(w.aws.error_log(ERRORS).iter().any(|e| e.error_type == "GatewayRefused"));
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.error_type == "GatewayRefused"));
         // The retry after the outage applies the payment.
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
     }
@@ -847,11 +1007,24 @@ mod tests {
             .collect();
         let mut outcomes = Vec::new();
         for r in runs {
-            outcomes.push(r.await.unwrap().unwrap()["outcome"].as_str().unwrap().to_string());
+            outcomes.push(
+                r.await.unwrap().unwrap()["outcome"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
         }
         // Then exactly one applied it, the rest saw it paid
-        assert_eq!(outcomes.iter().filter(|o| *o == "paid").count(), 1, "{outcomes:?}");
-        assert_eq!(outcomes.iter().filter(|o| *o == "already_paid").count(), 11, "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "paid").count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "already_paid").count(),
+            11,
+            "{outcomes:?}"
+        );
         assert_eq!(w.aws.order_updates(), 1);
         assert_eq!(w.notices(), 1);
     }
@@ -887,7 +1060,11 @@ mod tests {
         let w = World::new();
         let p = w.process(ProcessPaidKind::Card);
         w.aws.fail_store(true);
-        assert!(p.handle(card_event("chrg_1"), "r").await.unwrap_err().retryable());
+        assert!(p
+            .handle(card_event("chrg_1"), "r")
+            .await
+            .unwrap_err()
+            .retryable());
         w.aws.fail_store(false);
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
     }

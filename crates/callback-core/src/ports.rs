@@ -146,7 +146,11 @@ pub trait OrderStore: Send + Sync {
     /// The order item (hash key `orderId`), as stored.
     async fn order_item(&self, table: &str, order_id: &str) -> Result<Option<Item>, StoreError>;
     /// Sets `paymentStatus`, `paidAt`, `paymentType`, `paymentId` on an existing order.
-    async fn mark_order_paid(&self, table: &str, update: &OrderPaidUpdate) -> Result<(), StoreError>;
+    async fn mark_order_paid(
+        &self,
+        table: &str,
+        update: &OrderPaidUpdate,
+    ) -> Result<(), StoreError>;
 }
 
 /// The exactly-once ledger `payment3-paid-order-<branch>`: `PENDING -> PAID | FAILED`, each move
@@ -154,7 +158,11 @@ pub trait OrderStore: Send + Sync {
 #[async_trait]
 pub trait PaidOrderLedger: Send + Sync {
     /// The ledger entry of an order (strongly consistent read).
-    async fn paid_state(&self, table: &str, order_id: &str) -> Result<Option<PaidOrderState>, StoreError>;
+    async fn paid_state(
+        &self,
+        table: &str,
+        order_id: &str,
+    ) -> Result<Option<PaidOrderState>, StoreError>;
     /// Moves the order to `PAID` and claims the side effects. True for the one write that wins:
     /// the entry was absent, `PENDING` or `FAILED`, or is this same payment whose side effects
     /// were claimed before `stale_before` and never finished (a crashed winner).
@@ -166,11 +174,26 @@ pub trait PaidOrderLedger: Send + Sync {
         stale_before: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     /// Records that the winner's side effects (order update, paid notice) are done.
-    async fn finish_paid(&self, table: &str, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn finish_paid(
+        &self,
+        table: &str,
+        order_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Moves an absent or `PENDING` entry to `FAILED`; true when this write did it.
-    async fn mark_failed(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn mark_failed(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Writes a `PENDING` entry when there is none (a trace of a charge seen unpaid).
-    async fn note_pending(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn note_pending(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The stores of the card path, on top of [`Ports`].

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_dynamodb::Client;
 use callback_core::adapters::dynamodb::DynamoStore;
@@ -34,14 +34,20 @@ async fn client() -> Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("ap-southeast-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
         .load()
         .await;
     Client::new(&config)
 }
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap()
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
 }
 
 fn attr(name: &str) -> AttributeDefinition {
@@ -60,14 +66,20 @@ async fn table(client: &Client, name: &str, hash: &str, gsi_on: Option<&str>) {
         .key_schema(key(hash, KeyType::Hash))
         .attribute_definitions(attr(hash));
     if let Some(g) = gsi_on {
-        request = request.attribute_definitions(attr(g)).global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(format!("{g}-index"))
-                .key_schema(key(g, KeyType::Hash))
-                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                .build()
-                .unwrap(),
-        );
+        request = request
+            .attribute_definitions(attr(g))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(format!("{g}-index"))
+                    .key_schema(key(g, KeyType::Hash))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
     }
     request.send().await.expect("create table");
 }
@@ -81,7 +93,13 @@ async fn settings(client: &Client) -> Settings {
     s.tables.card_payment_record = format!("card-{run}");
     table(client, &s.tables.order, "orderId", None).await;
     table(client, &s.tables.paid_order, "orderId", None).await;
-    table(client, &s.tables.card_payment_record, "token", Some("chargeId")).await;
+    table(
+        client,
+        &s.tables.card_payment_record,
+        "token",
+        Some("chargeId"),
+    )
+    .await;
     s
 }
 
@@ -94,7 +112,10 @@ async fn twelve_process_paid_runs_at_once_have_one_winner_on_dynamodb() {
         .put_item()
         .table_name(&settings.tables.order)
         .item("orderId", AttributeValue::S("482500007436".into()))
-        .item("data", AttributeValue::S(r#"{"grandTotal": 2339.00}"#.into()))
+        .item(
+            "data",
+            AttributeValue::S(r#"{"grandTotal": 2339.00}"#.into()),
+        )
         .send()
         .await
         .unwrap();
@@ -115,9 +136,12 @@ async fn twelve_process_paid_runs_at_once_have_one_winner_on_dynamodb() {
         .map(|i| {
             let p = process.clone();
             tokio::spawn(async move {
-                p.handle(json!({"orderId": "482500007436", "chargeId": "chrg_1"}), &format!("r{i}"))
-                    .await
-                    .expect("no failure")["outcome"]
+                p.handle(
+                    json!({"orderId": "482500007436", "chargeId": "chrg_1"}),
+                    &format!("r{i}"),
+                )
+                .await
+                .expect("no failure")["outcome"]
                     .as_str()
                     .unwrap()
                     .to_string()
@@ -128,8 +152,16 @@ async fn twelve_process_paid_runs_at_once_have_one_winner_on_dynamodb() {
     for r in runs {
         outcomes.push(r.await.unwrap());
     }
-    assert_eq!(outcomes.iter().filter(|o| *o == "paid").count(), 1, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| *o == "already_paid").count(), 11, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "paid").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "already_paid").count(),
+        11,
+        "{outcomes:?}"
+    );
     assert_eq!(aws.mails().len(), 1, "one paid notice");
 
     let order = client
@@ -142,7 +174,11 @@ async fn twelve_process_paid_runs_at_once_have_one_winner_on_dynamodb() {
     let order = order.item().unwrap();
     assert_eq!(order["paymentStatus"], AttributeValue::S("PAID".into()));
     assert_eq!(order["paymentId"], AttributeValue::S("chrg_1".into()));
-    let ledger = store.paid_state(&settings.tables.paid_order, "482500007436").await.unwrap().unwrap();
+    let ledger = store
+        .paid_state(&settings.tables.paid_order, "482500007436")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ledger.effects_done);
 }
 
@@ -164,12 +200,27 @@ async fn the_card_record_is_found_through_the_index_and_marked() {
     let store = DynamoStore::new(client.clone());
     let table = &settings.tables.card_payment_record;
     // The index projects keys only: the adapter reads the record itself.
-    let found = store.card_payment_by_charge(table, "chrg_9").await.unwrap().unwrap();
+    let found = store
+        .card_payment_by_charge(table, "chrg_9")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.order_id.as_deref(), Some("482500000001"));
     assert_eq!(found.callback.as_deref(), Some("https://shop.example"));
-    assert!(store.card_payment_by_charge(table, "chrg_none").await.unwrap().is_none());
-    store.set_checksum_verified(table, "tokn_1", false).await.unwrap();
-    let again = store.card_payment_by_charge(table, "chrg_9").await.unwrap().unwrap();
+    assert!(store
+        .card_payment_by_charge(table, "chrg_none")
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .set_checksum_verified(table, "tokn_1", false)
+        .await
+        .unwrap();
+    let again = store
+        .card_payment_by_charge(table, "chrg_9")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.checksum_verified, Some(false));
 }
 
@@ -190,18 +241,59 @@ async fn the_ledger_moves_pending_to_failed_to_paid_and_never_out_of_paid() {
     };
     let now = chrono::Utc::now();
     store.note_pending(table, &claim("c1"), now).await.unwrap();
-    assert_eq!(store.paid_state(table, "o1").await.unwrap().unwrap().status, PaidOrderStatus::Pending);
+    assert_eq!(
+        store.paid_state(table, "o1").await.unwrap().unwrap().status,
+        PaidOrderStatus::Pending
+    );
     assert!(store.mark_failed(table, &claim("c1"), now).await.unwrap());
-    assert!(!store.mark_failed(table, &claim("c1"), now).await.unwrap(), "FAILED -> FAILED is no move");
-    assert!(store.claim_paid(table, &claim("c2"), now, now).await.unwrap(), "FAILED -> PAID");
-    assert!(!store.claim_paid(table, &claim("c2"), now, now).await.unwrap(), "claimed, within the lease");
-    assert!(!store.mark_failed(table, &claim("c3"), now).await.unwrap(), "never out of PAID");
+    assert!(
+        !store.mark_failed(table, &claim("c1"), now).await.unwrap(),
+        "FAILED -> FAILED is no move"
+    );
+    assert!(
+        store
+            .claim_paid(table, &claim("c2"), now, now)
+            .await
+            .unwrap(),
+        "FAILED -> PAID"
+    );
+    assert!(
+        !store
+            .claim_paid(table, &claim("c2"), now, now)
+            .await
+            .unwrap(),
+        "claimed, within the lease"
+    );
+    assert!(
+        !store.mark_failed(table, &claim("c3"), now).await.unwrap(),
+        "never out of PAID"
+    );
     let later = now + chrono::Duration::seconds(120);
-    assert!(!store.claim_paid(table, &claim("c3"), later, later).await.unwrap(), "another payment never takes over");
-    assert!(store.claim_paid(table, &claim("c2"), later, later).await.unwrap(), "the same payment, after the lease");
+    assert!(
+        !store
+            .claim_paid(table, &claim("c3"), later, later)
+            .await
+            .unwrap(),
+        "another payment never takes over"
+    );
+    assert!(
+        store
+            .claim_paid(table, &claim("c2"), later, later)
+            .await
+            .unwrap(),
+        "the same payment, after the lease"
+    );
     store.finish_paid(table, "o1", later).await.unwrap();
     let state = store.paid_state(table, "o1").await.unwrap().unwrap();
     assert_eq!(state.status, PaidOrderStatus::Paid);
     assert!(state.effects_done);
-    assert!(!store.claim_paid(table, &claim("c2"), later + chrono::Duration::seconds(999), later + chrono::Duration::seconds(999)).await.unwrap());
+    assert!(!store
+        .claim_paid(
+            table,
+            &claim("c2"),
+            later + chrono::Duration::seconds(999),
+            later + chrono::Duration::seconds(999)
+        )
+        .await
+        .unwrap());
 }

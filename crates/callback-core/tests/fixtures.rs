@@ -84,12 +84,25 @@ const DEMO_SECRET_KEY: &str = "skey_test_payment3_local";
 /// Seeds what a fixture's `given` describes: orders, card payment records, KBank charges.
 fn seed(aws: &Arc<MemoryAws>, given: &Value) -> Arc<MemoryKBank> {
     let settings = local_settings();
-    aws.set_secret("kbank-dev", &format!(r#"{{"secretKey": "{DEMO_SECRET_KEY}"}}"#));
+    aws.set_secret(
+        "kbank-dev",
+        &format!(r#"{{"secretKey": "{DEMO_SECRET_KEY}"}}"#),
+    );
     let kbank = Arc::new(MemoryKBank::with_key(DEMO_SECRET_KEY));
-    let list = |name: &str| given.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |name: &str| {
+        given
+            .get(name)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
     for order in list("orders") {
-        let data: Item = [("grandTotal".to_string(), Attr::N(text(&order, "grandTotal")))].into();
+        let data: Item = [(
+            "grandTotal".to_string(),
+            Attr::N(text(&order, "grandTotal")),
+        )]
+        .into();
         let item: Item = [
             ("orderId".to_string(), Attr::S(text(&order, "orderId"))),
             ("data".to_string(), Attr::M(data)),
@@ -104,7 +117,11 @@ fn seed(aws: &Arc<MemoryAws>, given: &Value) -> Arc<MemoryKBank> {
             .iter()
             .map(|(k, v)| (k.clone(), Attr::S(v.as_str().unwrap_or_default().into())))
             .collect();
-        aws.put_item(&settings.tables.card_payment_record, &text(&card, "token"), item);
+        aws.put_item(
+            &settings.tables.card_payment_record,
+            &text(&card, "token"),
+            item,
+        );
     }
     for charge in list("charges") {
         kbank.set_charge(
@@ -117,7 +134,11 @@ fn seed(aws: &Arc<MemoryAws>, given: &Value) -> Arc<MemoryKBank> {
     kbank
 }
 
-fn process_paid(aws: &Arc<MemoryAws>, kbank: Arc<MemoryKBank>, kind: ProcessPaidKind) -> Arc<ProcessPaid> {
+fn process_paid(
+    aws: &Arc<MemoryAws>,
+    kbank: Arc<MemoryKBank>,
+    kind: ProcessPaidKind,
+) -> Arc<ProcessPaid> {
     Arc::new(ProcessPaid::new(
         Arc::new(local_settings()),
         Arc::new(ProcessPaidSettings::for_kind(kind, "local")),
@@ -197,7 +218,9 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
             "wallet" => Ok(run_callback::<WalletRecords>(&aws, event).await),
             "bankapp" => Ok(run_callback::<BankAppRecords>(&aws, event).await),
             "amex" => Ok(run_callback::<AmexRecords>(&aws, event).await),
-            "notify" => Ok(card_notify(&aws, kbank).notify(event, "fixture-request").await),
+            "notify" => Ok(card_notify(&aws, kbank)
+                .notify(event, "fixture-request")
+                .await),
             "delayed-notify" => card_notify(&aws, kbank)
                 .delayed_notify(event, "fixture-request")
                 .await
@@ -245,9 +268,14 @@ async fn every_fixture_has_an_expectation_and_meets_it() {
 
         let dispatched: Vec<String> = aws.invocations().into_iter().map(|i| i.function).collect();
         match &expected["dispatch"] {
-            Value::String(target) => assert_eq!(dispatched, vec![target.clone()], "{name}: dispatch"),
+            Value::String(target) => {
+                assert_eq!(dispatched, vec![target.clone()], "{name}: dispatch")
+            }
             Value::Array(targets) => {
-                let targets: Vec<String> = targets.iter().map(|t| t.as_str().unwrap().to_string()).collect();
+                let targets: Vec<String> = targets
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect();
                 assert_eq!(dispatched, targets, "{name}: dispatch");
             }
             _ => assert!(dispatched.is_empty(), "{name}: dispatched {dispatched:?}"),

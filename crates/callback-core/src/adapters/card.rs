@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use super::dynamodb::{from_sdk, is_condition_failed, store_error, to_sdk, DynamoStore, SetExpression};
+use super::dynamodb::{
+    from_sdk, is_condition_failed, store_error, to_sdk, DynamoStore, SetExpression,
+};
 use crate::card::{CardPayment, NotifyRecord};
 use crate::clock::isoformat;
 use crate::error::StoreError;
@@ -22,7 +24,12 @@ fn s(text: &str) -> AttributeValue {
 }
 
 impl DynamoStore {
-    async fn get(&self, operation_table: &str, key: &str, value: &str) -> Result<Option<Item>, StoreError> {
+    async fn get(
+        &self,
+        operation_table: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client()
             .get_item()
@@ -84,7 +91,11 @@ impl CardStore for DynamoStore {
             .map_err(|e| store_error("PutItem", table, &e))
     }
 
-    async fn card_payment_by_charge(&self, table: &str, charge_id: &str) -> Result<Option<CardPayment>, StoreError> {
+    async fn card_payment_by_charge(
+        &self,
+        table: &str,
+        charge_id: &str,
+    ) -> Result<Option<CardPayment>, StoreError> {
         let out = self
             .client()
             .query()
@@ -98,9 +109,15 @@ impl CardStore for DynamoStore {
             .map_err(|e| store_error("Query", table, &e))?;
         let items = out.items();
         if items.len() > 1 {
-            tracing::warn!(charge_id, records = items.len(), "several card payment records for one charge; using the first");
+            tracing::warn!(
+                charge_id,
+                records = items.len(),
+                "several card payment records for one charge; using the first"
+            );
         }
-        let Some(found) = items.first().map(from_sdk) else { return Ok(None) };
+        let Some(found) = items.first().map(from_sdk) else {
+            return Ok(None);
+        };
         // A GSI may project only keys: read the record itself when the index copy lacks the order.
         let item = if found.contains_key("orderId") {
             found
@@ -114,10 +131,17 @@ impl CardStore for DynamoStore {
                 None => return Ok(None),
             }
         };
-        CardPayment::from_item(&item).map(Some).map_err(|e| StoreError::new("Query", table, e))
+        CardPayment::from_item(&item)
+            .map(Some)
+            .map_err(|e| StoreError::new("Query", table, e))
     }
 
-    async fn set_checksum_verified(&self, table: &str, token: &str, verified: bool) -> Result<(), StoreError> {
+    async fn set_checksum_verified(
+        &self,
+        table: &str,
+        token: &str,
+        verified: bool,
+    ) -> Result<(), StoreError> {
         let result = self
             .client()
             .update_item()
@@ -134,7 +158,10 @@ impl CardStore for DynamoStore {
             Ok(_) => Ok(()),
             // Deleted since the query: nothing left to mark.
             Err(e) if is_condition_failed(&e) => {
-                tracing::warn!(token, "card payment record vanished before checksumVerified was set");
+                tracing::warn!(
+                    token,
+                    "card payment record vanished before checksumVerified was set"
+                );
                 Ok(())
             }
             Err(e) => Err(store_error("UpdateItem", table, &e)),
@@ -148,7 +175,11 @@ impl OrderStore for DynamoStore {
         self.get(table, "orderId", order_id).await
     }
 
-    async fn mark_order_paid(&self, table: &str, update: &OrderPaidUpdate) -> Result<(), StoreError> {
+    async fn mark_order_paid(
+        &self,
+        table: &str,
+        update: &OrderPaidUpdate,
+    ) -> Result<(), StoreError> {
         self.client()
             .update_item()
             .table_name(table)
@@ -173,10 +204,16 @@ impl OrderStore for DynamoStore {
 
 #[async_trait]
 impl PaidOrderLedger for DynamoStore {
-    async fn paid_state(&self, table: &str, order_id: &str) -> Result<Option<PaidOrderState>, StoreError> {
+    async fn paid_state(
+        &self,
+        table: &str,
+        order_id: &str,
+    ) -> Result<Option<PaidOrderState>, StoreError> {
         self.get(table, "orderId", order_id)
             .await?
-            .map(|i| PaidOrderState::from_item(&i).map_err(|e| StoreError::new("GetItem", table, e)))
+            .map(|i| {
+                PaidOrderState::from_item(&i).map_err(|e| StoreError::new("GetItem", table, e))
+            })
             .transpose()
     }
 
@@ -198,13 +235,22 @@ impl PaidOrderLedger for DynamoStore {
                 ("st", "status", s(PaidOrderStatus::Paid.as_str())),
                 ("ed", "effectsDone", AttributeValue::Bool(false)),
                 ("pid", "paymentId", s(&claim.payment_id)),
-                ("eca", "effectsClaimedAt", AttributeValue::N(stale_before.timestamp().to_string())),
+                (
+                    "eca",
+                    "effectsClaimedAt",
+                    AttributeValue::N(stale_before.timestamp().to_string()),
+                ),
             ],
         )
         .await
     }
 
-    async fn finish_paid(&self, table: &str, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn finish_paid(
+        &self,
+        table: &str,
+        order_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.client()
             .update_item()
             .table_name(table)
@@ -222,7 +268,12 @@ impl PaidOrderLedger for DynamoStore {
             .map_err(|e| store_error("UpdateItem", table, &e))
     }
 
-    async fn mark_failed(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn mark_failed(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.ledger_write(
             table,
             &claim.order_id,
@@ -234,7 +285,12 @@ impl PaidOrderLedger for DynamoStore {
         .await
     }
 
-    async fn note_pending(&self, table: &str, claim: &PaidClaim, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn note_pending(
+        &self,
+        table: &str,
+        claim: &PaidClaim,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut item = claim.attributes(PaidOrderStatus::Pending, now);
         item.insert("created_at".into(), Attr::S(isoformat(now)));
         let result = self
