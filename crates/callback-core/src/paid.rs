@@ -14,6 +14,9 @@
 //!   a retry of the same payment may re-claim after [`EFFECTS_LEASE`]; until then everyone else
 //!   answers `already_paid`. The order update is idempotent, so the crash case costs at most a
 //!   second paid notice, never a lost update.
+//! - A different payment confirmed for an order already paid (the customer paid twice) changes
+//!   nothing, answers `already_paid`, and goes down the error path as `SecondPayment` so
+//!   someone refunds it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -481,6 +484,10 @@ impl ProcessPaid {
                 .await;
                 if err.retryable() {
                     Err(err)
+                } else if err.kind() == "SecondPayment" {
+                    // Recorded and alerted above; the order itself is paid.
+                    let public = err.public_message(request_id);
+                    Ok(self.finish(Outcome::AlreadyPaid, Some(&order_id), Some(&public)))
                 } else {
                     let public = err.public_message(request_id);
                     Ok(self.finish(Outcome::Rejected, Some(&order_id), Some(&public)))
@@ -535,8 +542,13 @@ impl ProcessPaid {
 
         // Already paid and finished: no need to ask the gateway again.
         if let Some(state) = self.card.ledger.paid_state(table, order_id).await? {
-            if state.status == PaidOrderStatus::Paid && state.effects_done {
-                self.warn_if_second_payment(&state, &claim);
+            // The same payment again: nothing to ask. Another payment is checked on (it may be
+            // a second real payment, which needs a refund).
+            let same = state
+                .payment_id
+                .as_deref()
+                .is_none_or(|p| p == claim.payment_id);
+            if state.status == PaidOrderStatus::Paid && state.effects_done && same {
                 return Ok(Outcome::AlreadyPaid);
             }
         }
@@ -630,6 +642,19 @@ impl ProcessPaid {
             .claim_paid(table, &claim, now, stale_before)
             .await?
         {
+            let state = self.card.ledger.paid_state(table, order_id).await?;
+            if let Some(first) = state
+                .and_then(|s| s.payment_id)
+                .filter(|p| *p != claim.payment_id)
+            {
+                return Err(CallbackError::Rejected {
+                    kind: "SecondPayment",
+                    message: format!(
+                        "order {order_id} is already paid by {first}; payment {} of {paid_amount} was also confirmed: refund it",
+                        claim.payment_id
+                    ),
+                });
+            }
             return Ok(Outcome::AlreadyPaid);
         }
         let update = OrderPaidUpdate {
@@ -667,21 +692,6 @@ impl ProcessPaid {
         match self.card.ledger.paid_state(table, &claim.order_id).await? {
             Some(s) if s.status == PaidOrderStatus::Paid => Ok(Outcome::AlreadyPaid),
             _ => Ok(Outcome::Failed),
-        }
-    }
-
-    fn warn_if_second_payment(&self, state: &PaidOrderState, claim: &PaidClaim) {
-        if state
-            .payment_id
-            .as_deref()
-            .is_some_and(|p| p != claim.payment_id)
-        {
-            tracing::warn!(
-                order_id = %claim.order_id,
-                paid_with = state.payment_id.as_deref(),
-                also = %claim.payment_id,
-                "a second payment for an order already paid: check for a refund"
-            );
         }
     }
 
@@ -1067,5 +1077,31 @@ mod tests {
             .retryable());
         w.aws.fail_store(false);
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+    }
+
+    #[tokio::test]
+    async fn a_second_confirmed_payment_is_already_paid_and_alerted_for_a_refund() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        // The customer paid again with another card, and KBank confirms that charge too.
+        w.kbank
+            .set_charge("chrg_2", "2339.00", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_2")).await, "already_paid");
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].error_type, "SecondPayment");
+        assert!(
+            errors[0].error.contains("already paid by chrg_1"),
+            "{}",
+            errors[0].error
+        );
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(w.order()["paymentId"], Attr::S("chrg_1".into()));
+        // A second charge that never went through is not a second payment.
+        w.kbank
+            .set_charge("chrg_3", "2339.00", "success", "Pre-Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_3")).await, "pending");
+        assert_eq!(w.aws.error_log(ERRORS).len(), 1);
     }
 }
