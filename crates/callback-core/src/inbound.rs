@@ -75,7 +75,7 @@ impl Delivery {
         };
         if is_http_event(&event) {
             if let Ok(request) = lambda_http::request::from_str(&event.to_string()) {
-                return base.from_http(request);
+                return base.with_http(request);
             }
         }
         Delivery {
@@ -84,7 +84,7 @@ impl Delivery {
         }
     }
 
-    fn from_http(self, request: lambda_http::Request) -> Self {
+    fn with_http(self, request: lambda_http::Request) -> Self {
         let (kind, source_ip) = match request.request_context_ref() {
             Some(RequestContext::ApiGatewayV1(ctx)) => {
                 (EventKind::RestV1, ctx.identity.source_ip.clone())

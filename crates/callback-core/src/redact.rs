@@ -115,11 +115,10 @@ fn redact_key_prefixes(text: &str) -> String {
 fn redact_json_secret_pairs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    loop {
-        // Find a quoted key followed by a colon and a quoted value.
-        let Some(open) = rest.find('"') else { break };
+    // Walk the JSON strings one by one (escapes respected); a secret key's string value is replaced.
+    while let Some(open) = rest.find('"') {
         let after_open = &rest[open + 1..];
-        let Some(close) = after_open.find('"') else {
+        let Some(close) = find_string_end(after_open) else {
             break;
         };
         let key = &after_open[..close];
@@ -276,6 +275,15 @@ mod tests {
         // The body text is still JSON.
         let parsed: Value = serde_json::from_str(body).unwrap();
         assert_eq!(parsed["secretKey"], REDACTED);
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_hide_a_secret() {
+        let text = r#"{"note": "say \"hi\"", "password": "hunter2", "x": "y"}"#;
+        let r = redact_text(text);
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(r.contains(r#""note": "say \"hi\"""#), "{r}");
+        assert!(serde_json::from_str::<Value>(&r).is_ok(), "{r}");
     }
 
     #[test]
