@@ -531,7 +531,9 @@ def test_process_paid_functions_are_told_their_kind():
     kinds = {}
     for fid in function_resources():
         if crate_of_binary(binary(fid)) == "process-paid":
-            kinds[function_name(fid)] = one(environment(fid).get("PROCESS_PAID_KIND"))
+            kind = environment(fid).get("PROCESS_PAID_KIND")
+            assert kind is not None, f"{fid}: PROCESS_PAID_KIND is not set"
+            kinds[function_name(fid)] = one(kind)
     assert sorted(kinds.values()) == ["amex", "card", "wallet"], kinds
     # Whoever is told PROCESS_PAID_<KIND>_FUNCTION reaches the function of that kind.
     for env, name in default_names().items():
