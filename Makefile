@@ -1,0 +1,46 @@
+# payment3: local stack and tests. Needs only Rust and Python 3.11; everything else goes into .venv.
+# Details: docs/local-stack.md.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+# A copy of the requirements.txt that .venv was built from: make rebuilds it when that file changes.
+VENV_STAMP := $(VENV)/requirements.installed
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: venv build dev demo records test unit e2e lint
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	cp requirements.txt $(VENV_STAMP)
+
+build:
+	cargo build --workspace --bins
+
+# The whole system on this machine; prints where each part listens and one curl per route,
+# streams the logs; Ctrl-C stops it. Ports: PORT (9000: routes + Invoke API), WATCH_PORT (9001),
+# MOTO_PORT (5050), KBANK_PORT (9400). DEV_ARGS=--reload rebuilds functions on change.
+dev: venv
+	$(PY) scripts/stack.py dev $(DEV_ARGS)
+
+# Against a running `make dev`: replay every fixture in events/, print the records written.
+demo: venv
+	$(PY) scripts/stack.py demo
+
+records: venv
+	$(PY) scripts/stack.py records
+
+test: unit e2e lint
+
+unit:
+	cargo test --workspace
+
+# End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat.
+e2e: venv
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/cfn-lint template.yaml

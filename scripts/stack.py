@@ -1,0 +1,756 @@
+#!/usr/bin/env python3
+"""The local stack: the whole system on one machine, no AWS account, no Docker.
+
+One program for `make dev`, `make demo` and the end-to-end tests (tests/conftest.py imports
+`Stack`). It starts, each in its own process group so that stopping it leaves nothing behind:
+
+  moto server       the local AWS (DynamoDB, SES, Secrets Manager), with moto's recorder on so a
+                    restarted moto can replay its state (`Stack.stop_aws()` / `start_aws()`)
+  fake KBank        scripts/fake_kbank.py: the charge inquiry process-paid calls
+  cargo lambda watch  every function binary (on an internal port)
+  local gateway     scripts/local_gateway.py in front of watch: template.yaml's HTTP routes as
+                    API Gateway REST serves them, and the Lambda Invoke API (async `Event` invokes
+                    answered 202 and run in the background), which is the functions'
+                    AWS_ENDPOINT_URL_LAMBDA. Why watch alone does not do: see that file.
+
+Tables come from template.yaml (every AWS::DynamoDB::Table, whatever its Condition, with
+${Branch} substituted), and so do the routes (every Api event of every function, mapped onto
+the function's `BuildProperties.Binary`): no second list of either.
+
+CLI:
+  python scripts/stack.py dev  [--state .stack] [--reload]   start, print, stream logs; Ctrl-C stops
+  python scripts/stack.py demo [--state .stack]              replay events/ against the running stack
+  python scripts/stack.py records [--state .stack]           print every item in every table
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+MANIFEST = ROOT / "tests" / "expected_events.json"
+BIN = Path(sys.executable).parent  # the virtualenv this runs in (.venv/bin under make)
+REGION = "ap-southeast-1"
+
+# The KBank secret and demo data the stack seeds; the card fixtures are signed with this key.
+KBANK_SECRET_NAME = "kbank-dev"
+KBANK_SECRET_KEY = "skey_test_payment3_local"
+DEMO_ORDER = "482500007436"
+DEMO_CARD_ORDER = "482500007437"
+DEMO_CARD = {
+    "token": "tokn_demo_482500007437",
+    "chargeId": "chrg_demo_482500007437",
+    "orderId": DEMO_CARD_ORDER,
+    "callback": "https://shop.villamarket.com",
+}
+ALERT_FROM = "payment3-alerts@payment3.local"
+ALERT_TO = "payments-team@payment3.local"
+NOTICE_FROM = "payment3-paid@payment3.local"
+NOTICE_TO = "shop-orders@payment3.local"
+
+# Function binaries as cargo lambda watch names them, by the role the functions' config gives them.
+LOCAL_FUNCTION_NAMES = {
+    "PROCESS_PAID_CARD_FUNCTION": "process-paid",
+    "PROCESS_PAID_WALLET_FUNCTION": "process-paid-wallet",
+    "PROCESS_PAID_AMEX_FUNCTION": "process-paid-amex",
+    "DELAYED_NOTIFY_FUNCTION": "delayed-notify",
+}
+
+
+# ------------------------------------------------------------------------- template.yaml
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML loader that reads CloudFormation short tags (!Sub, !Ref, !If, ...) as their long form."""
+
+
+def _cfn_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict:
+    with open(path) as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+def _sub(value: Any, params: dict[str, str]) -> Any:
+    """Resolves a table property: literals, !Sub with ${Param}, !Ref Param."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        if not isinstance(text, str):
+            raise ValueError(f"only the one-argument !Sub is supported in table definitions: {value}")
+        for name, val in params.items():
+            text = text.replace("${" + name + "}", val)
+        if "${" in text:
+            raise ValueError(f"unresolved parameter in {value['Fn::Sub']!r}")
+        return text
+    if isinstance(value, dict) and "Ref" in value:
+        return params[value["Ref"]]
+    if isinstance(value, dict) and any(k.startswith("Fn::") for k in value):
+        raise ValueError(f"table definitions must be literal (SPEC 4-6, template.yaml header): {value}")
+    if isinstance(value, dict):
+        return {k: _sub(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sub(v, params) for v in value]
+    return value
+
+
+@dataclass
+class TableSpec:
+    logical_id: str
+    create: dict  # boto3 DynamoDB create_table arguments
+    ttl_attribute: str | None
+
+
+def table_specs(template: dict, branch: str) -> list[TableSpec]:
+    """Every AWS::DynamoDB::Table in the template, regardless of its Condition, as boto3 calls."""
+    specs = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        props = resource["Properties"]
+        params = {"Branch": branch}
+        create = {
+            "TableName": _sub(props["TableName"], params),
+            "KeySchema": _sub(props["KeySchema"], params),
+            "AttributeDefinitions": _sub(props["AttributeDefinitions"], params),
+            "BillingMode": _sub(props.get("BillingMode", "PAY_PER_REQUEST"), params),
+        }
+        if create["BillingMode"] == "PROVISIONED":
+            create["ProvisionedThroughput"] = _sub(props["ProvisionedThroughput"], params)
+        gsis = props.get("GlobalSecondaryIndexes")
+        if gsis:
+            create["GlobalSecondaryIndexes"] = [
+                {k: _sub(v, params) for k, v in gsi.items() if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")}
+                for gsi in gsis
+            ]
+        lsis = props.get("LocalSecondaryIndexes")
+        if lsis:
+            create["LocalSecondaryIndexes"] = [
+                {k: _sub(v, params) for k, v in lsi.items() if k in ("IndexName", "KeySchema", "Projection")}
+                for lsi in lsis
+            ]
+        ttl = props.get("TimeToLiveSpecification") or {}
+        enabled = _sub(ttl.get("Enabled", False), params)
+        specs.append(TableSpec(logical_id, create, _sub(ttl["AttributeName"], params) if ttl and enabled else None))
+    return specs
+
+
+@dataclass
+class Route:
+    path: str
+    method: str
+    function: str  # the logical id in template.yaml
+    binary: str  # the cargo binary that cargo lambda watch runs for it
+
+
+def api_routes(template: dict) -> list[Route]:
+    """Every API Gateway event of every function, with the binary it is built from."""
+    routes = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = (resource.get("Metadata") or {}).get("BuildProperties", {}).get("Binary")
+        for event in (resource.get("Properties", {}).get("Events") or {}).values():
+            if event.get("Type") not in ("Api", "HttpApi"):
+                continue
+            props = event.get("Properties") or {}
+            if not binary:
+                raise ValueError(f"{logical_id} has an API route but no Metadata.BuildProperties.Binary")
+            routes.append(Route(props["Path"], str(props.get("Method", "ANY")).upper(), logical_id, binary))
+    return sorted(routes, key=lambda r: (r.path, r.method))
+
+
+# ------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f}s")
+
+
+@dataclass
+class Ports:
+    moto: int
+    kbank: int
+    watch: int  # cargo lambda watch's own Invoke API (internal)
+    gateway: int  # routes and the Invoke API, as the functions and users see them
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Stack:
+    """The local stack. `start()` / `stop()`; the rest are what tests and the CLI use."""
+
+    state_dir: Path
+    ports: Ports = field(default_factory=Ports.free)
+    branch: str = "local"
+    delayed_notify_seconds: int = 1
+    reload: bool = False  # let cargo lambda watch rebuild on source changes (make dev --reload)
+    concurrency: int = 8
+    services: dict[str, Service] = field(default_factory=dict)
+
+    # -- names
+
+    @property
+    def template(self) -> dict:
+        return load_template()
+
+    @property
+    def tables(self) -> dict[str, str]:
+        """Table names by their kebab name without prefix/branch: "wallet-callback-record", "order-table", ..."""
+        names = {}
+        for spec in table_specs(self.template, self.branch):
+            name = spec.create["TableName"]
+            short = name.removeprefix("payment3-").removesuffix(f"-{self.branch}")
+            names[short] = name
+        return names
+
+    def table(self, short: str) -> str:
+        return self.tables[short]
+
+    @property
+    def routes(self) -> list[Route]:
+        return api_routes(self.template)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "moto": f"http://127.0.0.1:{self.ports.moto}",
+            "kbank": f"http://127.0.0.1:{self.ports.kbank}",
+            "watch": f"http://127.0.0.1:{self.ports.watch}",
+            "gateway": f"http://127.0.0.1:{self.ports.gateway}",
+        }
+
+    def function_env(self) -> dict[str, str]:
+        """The environment every function runs with (written to an --env-file for watch)."""
+        return {
+            "BRANCH": self.branch,
+            "AWS_ENDPOINT_URL": self.urls["moto"],
+            "AWS_ENDPOINT_URL_LAMBDA": self.urls["gateway"],
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            **LOCAL_FUNCTION_NAMES,
+            "ALERT_EMAIL_FROM": ALERT_FROM,
+            "ALERT_EMAIL_TO": ALERT_TO,
+            "ALERT_COOLDOWN_SECONDS": "300",
+            "CHECKSUM_POLICY": "enforce",
+            "KBANK_SECRET_NAME": KBANK_SECRET_NAME,
+            "SECRET_REFRESH_SECONDS": "300",
+            "DELAYED_NOTIFY_SECONDS": str(self.delayed_notify_seconds),
+            "KBANK_API_BASE": self.urls["kbank"],
+            "KBANK_TIMEOUT_SECONDS": "5",
+            "PAID_NOTICE_EMAIL_FROM": NOTICE_FROM,
+            "PAID_NOTICE_EMAIL_TO": NOTICE_TO,
+            "RUST_LOG": "info",
+        }
+
+    # -- AWS clients (boto3, against moto)
+
+    def boto(self, service: str):
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        ).client(service, endpoint_url=self.urls["moto"])
+
+    def dynamodb_resource(self):
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        ).resource("dynamodb", endpoint_url=self.urls["moto"])
+
+    # -- lifecycle
+
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> Service:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        out = open(log, "ab")
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,  # its own process group: stop() kills the group, children included
+        )
+        out.close()
+        service = Service(name, proc, log)
+        self.services[name] = service
+        self._save()
+        return service
+
+    def _save(self) -> None:
+        state = {
+            "ports": asdict(self.ports),
+            "branch": self.branch,
+            "pids": {n: s.proc.pid for n, s in self.services.items()},
+        }
+        (self.state_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> "Stack":
+        """The stack a `make dev` in this state dir is running (for `demo` and `records`)."""
+        state = json.loads((state_dir / "stack.json").read_text())
+        return cls(state_dir=state_dir, ports=Ports(**state["ports"]), branch=state["branch"])
+
+    def build(self) -> None:
+        """Builds every function binary first, so watch's first `cargo run` of each is quick."""
+        subprocess.run(["cargo", "build", "--workspace", "--bins"], cwd=ROOT, check=True)
+
+    def start(self, build: bool = True) -> "Stack":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if build:
+                self.build()
+            self.start_aws(replay=False)
+            self.create_tables()
+            self.seed()
+            self._start_kbank()
+            self._start_watch()
+            self._start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_aws(self, replay: bool = True) -> None:
+        """Starts moto on its port. With `replay`, moto first replays everything recorded before
+        it was stopped (its recorder is its persistence: moto server itself is in-memory)."""
+        recording = self.state_dir / "moto-recording.jsonl"
+        service = self._spawn(
+            "moto",
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.moto)],
+            env={"MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)},
+        )
+        wait_for_port(self.ports.moto, service.proc, 60, "moto server", service.log)
+        if replay and recording.exists():
+            req = urllib.request.Request(f"{self.urls['moto']}/moto-api/recorder/replay-recording", method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=120).read()
+
+    def stop_aws(self) -> None:
+        """Stops moto (the local AWS), as an outage would."""
+        self._stop_service("moto")
+
+    def create_tables(self) -> None:
+        ddb = self.boto("dynamodb")
+        for spec in table_specs(self.template, self.branch):
+            ddb.create_table(**spec.create)
+            if spec.ttl_attribute:
+                ddb.update_time_to_live(
+                    TableName=spec.create["TableName"],
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+                )
+
+    def seed(self) -> None:
+        ses = self.boto("ses")
+        for address in (ALERT_FROM, NOTICE_FROM):
+            ses.verify_email_identity(EmailAddress=address)
+        self.boto("secretsmanager").create_secret(
+            Name=KBANK_SECRET_NAME, SecretString=json.dumps({"secretKey": KBANK_SECRET_KEY})
+        )
+        self.put_order(DEMO_ORDER, "2339.0")
+        self.put_order(DEMO_CARD_ORDER, "1250.50")
+        self.put_card_payment(DEMO_CARD)
+
+    def put_order(self, order_id: str, grand_total: str, **data: Any) -> None:
+        """An order of the shop system: its document in `data` (a map), the total in data.grandTotal."""
+        self.dynamodb_resource().Table(self.table("order-table")).put_item(
+            Item={"orderId": order_id, "data": {"orderId": order_id, "grandTotal": Decimal(grand_total),
+                                                "status": "pending_payment", **data}}
+        )
+
+    def put_card_payment(self, record: dict) -> None:
+        self.dynamodb_resource().Table(self.table("card-payment-record")).put_item(Item=dict(record))
+
+    def _start_kbank(self) -> None:
+        charges = self.state_dir / "kbank-charges.json"
+        charges.write_text(json.dumps({DEMO_CARD["chargeId"]: {
+            "amount": "1250.50", "status": "success", "transaction_state": "Authorized"}}))
+        service = self._spawn("kbank", [
+            sys.executable, str(ROOT / "scripts" / "fake_kbank.py"), "--port", str(self.ports.kbank),
+            "--secret-key", KBANK_SECRET_KEY, "--charges", str(charges)])
+        wait_for_port(self.ports.kbank, service.proc, 30, "fake KBank", service.log)
+
+    def _start_watch(self) -> None:
+        env_file = self.state_dir / "functions.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in self.function_env().items()))
+        args = [str(BIN / "cargo-lambda"), "lambda", "watch",
+                "--invoke-address", "127.0.0.1", "--invoke-port", str(self.ports.watch),
+                "--env-file", str(env_file),
+                "--concurrency", str(self.concurrency)]
+        if not self.reload:
+            args.append("--ignore-changes")
+        service = self._spawn("watch", args)
+        wait_for_port(self.ports.watch, service.proc, 300, "cargo lambda watch", service.log)
+
+    def _start_gateway(self) -> None:
+        args = [sys.executable, str(ROOT / "scripts" / "local_gateway.py"), "--port", str(self.ports.gateway),
+                "--upstream", self.urls["watch"], "--log", str(self.invoke_log), "--retry-delay", "1"]
+        for route in self.routes:
+            args += ["--route", route.method, route.path, route.binary]
+        service = self._spawn("gateway", args)
+        wait_for_port(self.ports.gateway, service.proc, 30, "local gateway", service.log)
+
+    def _stop_service(self, name: str, grace: float = 5.0) -> None:
+        service = self.services.pop(name, None)
+        if service is None:
+            return
+        pgid = service.proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                service.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # The leader is gone; children of the group (cargo run, function binaries) may not be.
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        self._save()
+
+    def stop(self) -> None:
+        for name in ("gateway", "watch", "kbank", "moto"):
+            self._stop_service(name)
+        for name in list(self.services):
+            self._stop_service(name)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- driving it
+
+    @property
+    def invoke_log(self) -> Path:
+        return self.state_dir / "invocations.jsonl"
+
+    def invoke(self, function: str, payload: Any, timeout: float = 120) -> tuple[int, dict, Any]:
+        """Synchronous invoke through the Invoke API, as the AWS SDK would: (status, headers,
+        decoded payload). Marked as coming from the harness, so it is not counted as a dispatch."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        req = urllib.request.Request(
+            f"{self.urls['gateway']}/2015-03-31/functions/{function}/invocations", data=data, method="POST",
+            headers={"Content-Type": "application/json", "X-Local-Caller": "harness"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+            return resp.status, dict(resp.headers), json.loads(body) if body else None
+
+    def post(self, route: str, body: bytes | str | dict, headers: dict | None = None,
+             timeout: float = 120) -> tuple[int, dict, bytes]:
+        """An HTTP request to a route, as a gateway sends it: (status, headers, raw body)."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        req = urllib.request.Request(f"{self.urls['gateway']}{route}", data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def invocations(self, since: int = 0) -> list[dict]:
+        """Invokes received by the Invoke API (not the harness's own), from line `since`."""
+        if not self.invoke_log.exists():
+            return []
+        lines = self.invoke_log.read_text().splitlines()[since:]
+        return [e for e in map(json.loads, lines) if e.get("type") != "run" and e.get("caller") != "harness"]
+
+    def invoke_log_position(self) -> int:
+        return len(self.invoke_log.read_text().splitlines()) if self.invoke_log.exists() else 0
+
+    def runs(self, since: int = 0) -> list[dict]:
+        """Background runs of `Event` invokes (one per attempt), from line `since`."""
+        if not self.invoke_log.exists():
+            return []
+        return [e for e in map(json.loads, self.invoke_log.read_text().splitlines()[since:]) if e.get("type") == "run"]
+
+    def wait_idle(self, timeout: float = 60, settle: float = 0.5) -> None:
+        """Waits until every `Event` invoke has finished its last run (retries included)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with urllib.request.urlopen(f"{self.urls['gateway']}/_local/pending", timeout=5) as resp:
+                if json.loads(resp.read())["pending"] == 0:
+                    time.sleep(settle)
+                    with urllib.request.urlopen(f"{self.urls['gateway']}/_local/pending", timeout=5) as again:
+                        if json.loads(again.read())["pending"] == 0:
+                            return
+            time.sleep(0.2)
+        raise TimeoutError("asynchronous invokes still running")
+
+    def kbank(self, method: str, path: str, body: Any = None) -> Any:
+        """The fake KBank's admin API: kbank("PUT", "/_admin/charges/chrg_1", {...})."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.urls['kbank']}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def set_charge(self, charge_id: str, **fields: Any) -> dict:
+        return self.kbank("PUT", f"/_admin/charges/{charge_id}", fields)
+
+    def scan(self, short: str) -> list[dict]:
+        table = self.dynamodb_resource().Table(self.table(short))
+        items, kwargs = [], {}
+        while True:
+            page = table.scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get(self, short: str, **key: str) -> dict | None:
+        return self.dynamodb_resource().Table(self.table(short)).get_item(Key=key, ConsistentRead=True).get("Item")
+
+    def sent_emails(self) -> list[dict]:
+        """Messages moto's SES accepted (moto's own inspection endpoint)."""
+        with urllib.request.urlopen(f"{self.urls['moto']}/moto-api/data.json", timeout=10) as resp:
+            data = json.loads(resp.read())
+        messages = []
+        for region in data.get("ses", {}).get("sesbackend", {}).get("sent_messages", []) or []:
+            messages.append(region)
+        return messages
+
+
+# ------------------------------------------------------------------------- fixtures as requests
+
+
+def fixture(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text())
+
+
+def http_request_of(event: Any) -> tuple[bytes, dict]:
+    """The body bytes and headers a gateway sent, from a fixture event (REST v1, HTTP API v2,
+    function URL, or a direct invoke {"body": ...}); a plain object is sent as its JSON."""
+    if not isinstance(event, dict) or "body" not in event:
+        return json.dumps(event).encode(), {"Content-Type": "application/json"}
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else (
+        body.encode() if isinstance(body, str) else json.dumps(body).encode())
+    headers = {k: v for k, v in (event.get("headers") or {}).items()
+               if k.lower() not in ("host", "content-length", "connection", "transfer-encoding")}
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
+    return raw, headers
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def print_banner(stack: Stack) -> None:
+    u = stack.urls
+    print(f"""
+payment3 local stack (branch {stack.branch}, state in {stack.state_dir})
+  local AWS (moto: DynamoDB, SES, Secrets Manager)  {u['moto']}   (dashboard: {u['moto']}/moto-api/)
+  HTTP routes + Lambda Invoke API (local gateway)   {u['gateway']}
+  cargo lambda watch (runs the functions; internal) {u['watch']}
+  fake KBank charge API                             {u['kbank']}   (charges: {u['kbank']}/_admin/charges)
+  tables: {', '.join(sorted(stack.tables.values()))}
+  seeded: order {DEMO_ORDER} (grandTotal 2339.0), order {DEMO_CARD_ORDER} with card payment
+          {DEMO_CARD['token']} / charge {DEMO_CARD['chargeId']} (Authorized), secret {KBANK_SECRET_NAME}
+
+Try it:""")
+    examples = {
+        "/wallet/callback": {"orderId": DEMO_ORDER, "paymentId": "pay_wallet_demo", "success": True,
+                             "amount": 2339.0, "userId": "demo-user", "message": "Payment successful"},
+        "/bankapp/callback": {"orderId": DEMO_ORDER, "paymentId": "pay_bankapp_demo", "success": True,
+                              "amount": 2339.0, "userId": "demo-user"},
+        "/amex/callback": {"orderId": DEMO_ORDER, "paymentId": "pay_amex_demo", "success": True,
+                           "amount": 2339.0, "userId": "demo-user"},
+    }
+    for route in stack.routes:
+        body = examples.get(route.path)
+        if body is None and route.path == "/notify":
+            body = notify_body(DEMO_CARD["chargeId"], "1250.50")
+        body = body or {}
+        print(f"  curl -s -X {route.method if route.method != 'ANY' else 'POST'} {u['gateway']}{route.path} "
+              f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+    print(f"""
+  then: make demo   (replays events/ and prints the records)   or: make records
+Ctrl-C stops everything this started.
+""", flush=True)
+
+
+def notify_body(charge_id: str, amount: str) -> dict:
+    """A KBank notify for a charge, with the checksum of SPEC 4.2 under the seeded secret."""
+    import hashlib
+
+    amount4 = f"{Decimal(amount):.4f}"
+    fields = {"id": charge_id, "amount": amount, "currency": "THB", "status": "success",
+              "transaction_state": "Authorized"}
+    text = charge_id + amount4 + "THB" + "success" + "Authorized" + KBANK_SECRET_KEY
+    return {**fields, "amount": float(amount), "checksum": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def stream_logs(stack: Stack, stop: threading.Event) -> None:
+    positions: dict[Path, int] = {}
+    while not stop.is_set():
+        for service in list(stack.services.values()):
+            log = service.log
+            try:
+                with open(log, "rb") as f:
+                    f.seek(positions.get(log, 0))
+                    chunk = f.read()
+                    positions[log] = f.tell()
+            except FileNotFoundError:
+                continue
+            for line in chunk.decode(errors="replace").splitlines():
+                print(f"[{service.name:>10}] {line}", flush=True)
+        stop.wait(0.3)
+
+
+def print_records(stack: Stack) -> None:
+    for short, name in sorted(stack.tables.items()):
+        items = stack.scan(short)
+        print(f"\n== {name}: {len(items)} item(s)")
+        for item in items:
+            print("  " + json.dumps(item, default=str, sort_keys=True))
+
+
+def demo(stack: Stack) -> None:
+    """Replays every fixture in the manifest against the running stack and prints the records."""
+    manifest = json.loads(MANIFEST.read_text())
+    for name, expected in manifest.items():
+        for order in (expected.get("given") or {}).get("orders", []):
+            stack.put_order(order["orderId"], order["grandTotal"])
+        for card in (expected.get("given") or {}).get("card_payments", []):
+            stack.put_card_payment(card)
+        for charge in (expected.get("given") or {}).get("charges", []):
+            stack.set_charge(charge["id"], **{k: v for k, v in charge.items() if k != "id"})
+        event = fixture(name)
+        if expected.get("route"):
+            raw, headers = http_request_of(event)
+            status, _, body = stack.post(expected["route"], raw, headers)
+            how = f"POST {expected['route']}"
+            text = body.decode(errors="replace")
+        else:
+            status, _, payload = stack.invoke(expected["function"], event)
+            how = f"invoke {expected['function']}"
+            text = json.dumps(payload)
+            status = (payload or {}).get("statusCode", status) if isinstance(payload, dict) else status
+        mark = "ok " if status == expected["status"] else "!! "
+        print(f"{mark}{name:45} {how:28} -> {status} {text[:110]}")
+    stack.wait_idle(timeout=120)
+    print_records(stack)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["dev", "demo", "records"])
+    parser.add_argument("--state", default=str(ROOT / ".stack"), help="state directory (logs, recordings)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 9000)),
+                        help="HTTP routes and the Lambda Invoke API")
+    parser.add_argument("--watch-port", type=int, default=int(os.environ.get("WATCH_PORT", 9001)))
+    parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5050)))
+    parser.add_argument("--kbank-port", type=int, default=int(os.environ.get("KBANK_PORT", 9400)))
+    parser.add_argument("--delayed-notify-seconds", type=int, default=5)
+    parser.add_argument("--reload", action="store_true", help="rebuild functions when sources change")
+    args = parser.parse_args()
+    state = Path(args.state)
+
+    if args.command == "demo":
+        return demo(Stack.attach(state))
+    if args.command == "records":
+        return print_records(Stack.attach(state))
+
+    if state.exists():
+        shutil.rmtree(state)  # moto is in-memory: a new stack starts from nothing
+    stack = Stack(state_dir=state, ports=Ports(args.moto_port, args.kbank_port, args.watch_port, args.port),
+                  delayed_notify_seconds=args.delayed_notify_seconds, reload=args.reload)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    streamer = threading.Thread(target=stream_logs, args=(stack, stop), daemon=True)
+    try:
+        streamer.start()
+        stack.start()
+        print_banner(stack)
+        while not stop.is_set():
+            for service in list(stack.services.values()):
+                if service.proc.poll() is not None:
+                    print(f"{service.name} exited with {service.proc.returncode}; stopping", flush=True)
+                    stop.set()
+            stop.wait(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        print("\nstopping the local stack ...", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
