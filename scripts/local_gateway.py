@@ -26,7 +26,8 @@ Served:
 Every invoke and every background run is appended to --log (JSON lines), which is how the
 end-to-end tests count dispatches:
     {"id", "function", "type", "payload", "received"[, "caller"]}     on arrival
-    {"id", "function", "type": "run", "attempt", "status", "error"}   after each background run
+    {"id", "function", "type": "run", "attempt", "status", "error" | "result", "started", "finished"}
+                                                                      after each background run
 
 Run: python scripts/local_gateway.py --port 9000 --upstream http://127.0.0.1:<watch port> --log invokes.jsonl \
          --route POST /wallet/callback wallet ...
@@ -91,11 +92,13 @@ class Front:
         for attempt in range(1 + self.retries):
             if attempt:
                 time.sleep(self.retry_delay * attempt)
+            started = time.time()
             status, _, body = self.call(function, payload)
             failed = status != 200
+            text = body.decode(errors="replace")[:2000]
             self.log({"id": invoke_id, "function": function, "type": "run", "attempt": attempt + 1,
-                      "status": status, "error": body.decode(errors="replace")[:500] if failed else None,
-                      "finished": time.time()})
+                      "status": status, "error": text if failed else None, "result": None if failed else text,
+                      "started": started, "finished": time.time()})
             if not failed:
                 return
         sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {1 + self.retries} times; dropped "
