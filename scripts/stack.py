@@ -576,13 +576,11 @@ class Stack:
         return self.dynamodb_resource().Table(self.table(short)).get_item(Key=key, ConsistentRead=True).get("Item")
 
     def sent_emails(self) -> list[dict]:
-        """Messages moto's SES accepted (moto's own inspection endpoint)."""
+        """Every e-mail moto's SES accepted: {source, destinations, subject, body, id} (moto's
+        inspection endpoint, /moto-api/data.json)."""
         with urllib.request.urlopen(f"{self.urls['moto']}/moto-api/data.json", timeout=10) as resp:
-            data = json.loads(resp.read())
-        messages = []
-        for region in data.get("ses", {}).get("sesbackend", {}).get("sent_messages", []) or []:
-            messages.append(region)
-        return messages
+            ses = json.loads(resp.read()).get("ses", {})
+        return list(ses.get("Message", [])) + list(ses.get("RawMessage", []))
 
 
 # ------------------------------------------------------------------------- fixtures as requests
