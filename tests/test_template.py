@@ -11,7 +11,9 @@ Everything expected is read from the sources, not from a copy of the template:
   and indexes of the template's tables, and the template's keys are names the code uses.
 - IAM: every statement names only resources of this template (or the parameter-named order table
   and secret, under the same name the function is given); the grants match ACCESS below, the
-  one hand-written contract here, and every AWS operation the code calls is granted somewhere.
+  one hand-written contract here; every AWS operation the code calls is granted somewhere; and
+  the DynamoDB operations each function's code performs on each table (traced from its main
+  through the types it reaches, to the adapter method and its SDK calls) are granted to it.
 Run: pytest tests/test_template.py (part of `make test`); it also runs cfn-lint.
 """
 
@@ -76,6 +78,7 @@ ACCESS: dict[str, dict[str, set[str]]] = {
     },
     "notify": {
         **_CARD,
+        "table:callback-inbox": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
         "function:process-paid-order-internal": {"lambda:InvokeFunction"},
         "function:delayed-notify": {"lambda:InvokeFunction"},
     },
@@ -314,7 +317,7 @@ def all_rust_files() -> list[Path]:
 
 FN = re.compile(r"\bfn\s+(\w+)[^{;]*\{")
 IMPL = re.compile(r"\bimpl\b(?:\s*<[^{]*?>)?\s+(?:[\w:]+(?:<[^{]*?>)?\s+for\s+)?(\w+)(?:<[^{]*?>)?\s*(?:where[^{]*)?\{")
-CALL = re.compile(r"(?<![.\w])(?:(\w+)::)?(\w+)\s*(?:::<[^()]*?>)?\s*\(")
+CALL = re.compile(r"(?<![.\w])(?:(\w+)(?:::<[^()]*?>)?::)?(\w+)\s*(?:::<[^()]*?>)?\s*\(")
 ENV_READ = re.compile(r"(?<![.\w])(?:\w+::)*(\w+)\s*\(\s*\"([A-Z][A-Z0-9_]{2,})\"")
 ENV_PRIMITIVES = {"var", "seconds", "days", "var_os"}
 
@@ -460,6 +463,108 @@ def sdk_operations() -> set[str]:
     for path in all_rust_files():
         found |= set(re.findall(r"\.(%s)\(\)" % "|".join(SDK_ACTIONS), source(path)))
     return found
+
+
+TABLE_ARG = r"\(\s*&?\s*self\s*\.\s*settings\s*\.\s*tables\s*\.\s*(\w+)"
+
+
+def _adapter_operations() -> dict[str, set[str]]:
+    """Store method name -> the IAM actions its AWS adapter performs (via its own helpers too)."""
+    direct: dict[str, set[str]] = {}
+    helpers: dict[str, set[str]] = {}
+    for path in sorted((CORE / "adapters").glob("*.rs")):
+        for (_, name), bodies in functions_in([path]).items():
+            for body in bodies:
+                ops = set()
+                for op in re.findall(r"\.(%s)\(\)" % "|".join(SDK_ACTIONS), body):
+                    action = SDK_ACTIONS[op]
+                    ops.add(action + "@index" if op == "query" and ".index_name(" in body else action)
+                direct.setdefault(name, set()).update(a for a in ops if a.startswith("dynamodb:"))
+                helpers.setdefault(name, set()).update(re.findall(r"\bself\s*\.\s*(\w+)\s*\(", body))
+    resolved = {}
+    for name in direct:
+        seen, todo, ops = set(), [name], set()
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            ops |= direct.get(n, set())
+            todo += helpers.get(n, set())
+        resolved[name] = ops
+    return resolved
+
+
+def _table_fields() -> dict[str, str]:
+    """Tables field (settings.tables.<field>) -> table kebab (or "order")."""
+    fields = {}
+    for field, env in re.findall(r"(\w+)\s*:\s*(?:named|var)\(\s*\"(\w+_TABLE)\"", source(CORE / "config.rs")):
+        m = NAME.match(default_names()[env])
+        fields[field] = m["kebab"] if m else "order"
+    return fields
+
+
+def _accesses_in(body: str, table_fns: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(store method, tables field) pairs a function body performs."""
+    found = set(re.findall(r"\.\s*(\w+)\s*" + TABLE_ARG, body))
+    for var, field in re.findall(r"let\s+(\w+)\s*=\s*&?\s*self\s*\.\s*settings\s*\.\s*tables\s*\.\s*(\w+)\s*;", body):
+        found |= {(m, field) for m in re.findall(r"\.\s*(\w+)\s*\(\s*&?\s*%s\b" % var, body)}
+    # `.save_callback(R::table(&self.settings), ..)`: whichever `table` fns are reachable.
+    for method, fn in re.findall(r"\.\s*(\w+)\s*\(\s*&?\s*\w+::(\w+)\s*\(", body):
+        found |= {(method, field) for field in table_fns.get(fn, set())}
+    return found
+
+
+@cache
+def table_operations_by_crate() -> dict[str, dict[str, set[str]]]:
+    """Per crate: table kebab -> DynamoDB actions its code performs (Query on an index: "Query@index").
+
+    Reachability: from `main`, through free functions, `Type::fn` calls, and `.method(` calls to
+    methods of the types named in what is reached. Without type inference a method name is
+    matched on every reached type, so this may find more than a function does, never less.
+    """
+    operations, fields = _adapter_operations(), _table_fields()
+    core_files_but_adapters = [p for p in core_files() if p.parent.name != "adapters"]
+    core = functions_in(core_files_but_adapters)
+    result = {}
+    for crate in crate_bins():
+        fns = {**core}
+        for key, bodies in functions_in(crate_files(crate)).items():
+            fns[key] = fns.get(key, []) + bodies
+        types = {owner for owner, _ in fns if owner}
+        reached_types, method_calls, reached, todo = set(), set(), set(), [(None, "main")]
+        while todo:
+            key = todo.pop()
+            if key in reached or key not in fns:
+                continue
+            reached.add(key)
+            for body in fns[key]:
+                calls = set(re.findall(r"\.\s*(\w+)\s*(?:::<[^()]*?>)?\s*\(", body))
+                for qualifier, name in CALL.findall(body):
+                    if qualifier == "Self":
+                        todo.append((key[0], name))
+                    elif qualifier in types or not qualifier[:1].isupper():
+                        todo.append((qualifier if qualifier in types else None, name))
+                    else:
+                        calls.add(name)  # `R::table(..)` on a type parameter: like a method call
+                new_types = set(re.findall(r"\b([A-Z]\w+)\b", body)) & types - reached_types
+                reached_types |= new_types
+                todo += [(t, n) for t in reached_types for n in calls - method_calls]
+                todo += [(t, n) for t in new_types for n in method_calls | calls]
+                method_calls |= calls
+        table_fns: dict[str, set[str]] = {}
+        for key in reached:
+            for body in fns[key]:
+                for field in re.findall(r"^\s*\{?\s*&\s*settings\s*\.\s*tables\s*\.\s*(\w+)\s*\}?\s*$", body, re.S):
+                    table_fns.setdefault(key[1], set()).add(field)
+        per_table: dict[str, set[str]] = {}
+        for key in reached:
+            for body in fns[key]:
+                for method, field in _accesses_in(body, table_fns):
+                    if method in operations and field in fields:
+                        per_table.setdefault(fields[field], set()).update(operations[method])
+        result[crate] = per_table
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -799,6 +904,40 @@ def test_policies_name_only_template_resources_and_grant_exactly_the_contract():
         if missing or extra:
             problems[fid] = {"missing": missing, "extra": extra}
     assert not problems, f"IAM differs from the access contract: {json.dumps(problems, indent=1)}"
+
+
+def test_each_function_may_do_what_its_code_does_to_each_table():
+    ops = table_operations_by_crate()
+    assert ops["wallet"].get("callback-inbox"), "the table-access tracer found nothing: has the code changed shape?"
+    problems = {}
+    for fid in function_resources():
+        have = granted(fid)
+        for table, actions in ops[crate_of_binary(binary(fid))].items():
+            for action in actions:
+                base = action.removesuffix("@index")
+                if action.endswith("@index"):
+                    ok = any(base in a for t, a in have.items() if t.startswith(f"index:{table}/"))
+                else:
+                    ok = base in have.get(f"table:{table}", set())
+                if not ok:
+                    problems.setdefault(fid, []).append(f"{action} on {table}")
+    assert not problems, f"the code does these but the function may not: {problems}"
+
+
+def test_no_function_may_do_more_to_a_table_than_its_code_does():
+    ops = table_operations_by_crate()
+    problems = {}
+    for fid in function_resources():
+        does = ops[crate_of_binary(binary(fid))]
+        for target, actions in granted(fid).items():
+            kind, _, name = target.partition(":")
+            if kind not in ("table", "index"):
+                continue
+            table = name.split("/")[0]
+            allowed = {a.removesuffix("@index") for a in does.get(table, set()) if a.endswith("@index") == (kind == "index")}
+            if actions - allowed:
+                problems.setdefault(fid, []).append(f"{sorted(actions - allowed)} on {target}")
+    assert not problems, f"grants the code never uses: {problems}"
 
 
 def test_every_aws_operation_the_code_calls_is_granted_somewhere():
