@@ -217,6 +217,24 @@ def wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, what
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f}s")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, grandchildren, ...), from `ps`."""
+    try:
+        table = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    children: dict[int, list[int]] = {}
+    for line in table.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @dataclass
 class Ports:
     moto: int
@@ -245,7 +263,7 @@ class Stack:
     branch: str = "local"
     delayed_notify_seconds: int = 1
     reload: bool = False  # let cargo lambda watch rebuild on source changes (make dev --reload)
-    concurrency: int = 8
+    concurrency: int = 5  # instances per function; watch starts them all on the first invokes
     services: dict[str, Service] = field(default_factory=dict)
 
     # -- names
@@ -461,6 +479,9 @@ class Stack:
         if service is None:
             return
         pgid = service.proc.pid  # start_new_session: the group id is the leader's pid
+        # watch starts each function instance (cargo run -> the binary) in a process group of its
+        # own; it stops them on SIGTERM, and these pids are the fallback if it cannot.
+        descendants = _descendants(service.proc.pid)
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pgid, sig)
@@ -476,6 +497,11 @@ class Stack:
             except ProcessLookupError:
                 break
             time.sleep(0.2)
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._save()
 
     def stop(self) -> None:
@@ -666,6 +692,8 @@ def stream_logs(stack: Stack, stop: threading.Event) -> None:
             except FileNotFoundError:
                 continue
             for line in chunk.decode(errors="replace").splitlines():
+                if service.name == "moto" and '" 200 -' in line:
+                    continue  # moto's access log: one line per AWS call, the functions log what matters
                 print(f"[{service.name:>10}] {line}", flush=True)
         stop.wait(0.3)
 
@@ -700,7 +728,7 @@ def demo(stack: Stack) -> None:
             text = json.dumps(payload)
             status = (payload or {}).get("statusCode", status) if isinstance(payload, dict) else status
         mark = "ok " if status == expected["status"] else "!! "
-        print(f"{mark}{name:45} {how:28} -> {status} {text[:110]}")
+        print(f"{mark}{name:45} {how:28} -> {status} {' '.join(text.split())[:110]}")
     stack.wait_idle(timeout=120)
     print_records(stack)
 
@@ -729,12 +757,15 @@ def main() -> None:
     stack = Stack(state_dir=state, ports=Ports(args.moto_port, args.kbank_port, args.watch_port, args.port),
                   delayed_notify_seconds=args.delayed_notify_seconds, reload=args.reload)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C (also when started from a script, where SIGINT may arrive ignored), kill, hang-up.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     streamer = threading.Thread(target=stream_logs, args=(stack, stop), daemon=True)
     try:
         streamer.start()
         stack.start()
-        print_banner(stack)
+        if not stop.is_set():
+            print_banner(stack)
         while not stop.is_set():
             for service in list(stack.services.values()):
                 if service.proc.poll() is not None:
