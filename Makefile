@@ -35,8 +35,11 @@ records: venv
 
 test: unit e2e lint
 
-unit:
+# The Rust tests; then those that need a real DynamoDB API (ignored by a plain `cargo test`),
+# against the stack's moto, which applies one request at a time as DynamoDB's conditional writes need.
+unit: venv
 	cargo test --workspace
+	$(PY) scripts/stack.py with-aws -- cargo test -p callback-core --test card_dynamodb -- --ignored
 
 # End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat.
 e2e: venv

@@ -4,8 +4,9 @@
 One program for `make dev`, `make demo` and the end-to-end tests (tests/conftest.py imports
 `Stack`). It starts, each in its own process group so that stopping it leaves nothing behind:
 
-  moto server       the local AWS (DynamoDB, SES, Secrets Manager), with moto's recorder on so a
-                    restarted moto can replay its state (`Stack.stop_aws()` / `start_aws()`)
+  moto server       the local AWS (DynamoDB, SES, Secrets Manager), one request at a time as
+                    DynamoDB's conditional writes need (scripts/moto_serial.py), with moto's
+                    recorder on so a restarted moto replays its state (`stop_aws()` / `start_aws()`)
   fake KBank        scripts/fake_kbank.py: the charge inquiry process-paid calls
   cargo lambda watch  every function binary (on an internal port)
   local gateway     scripts/local_gateway.py in front of watch: template.yaml's HTTP routes as
@@ -21,6 +22,8 @@ CLI:
   python scripts/stack.py dev  [--state .stack] [--reload]   start, print, stream logs; Ctrl-C stops
   python scripts/stack.py demo [--state .stack]              replay events/ against the running stack
   python scripts/stack.py records [--state .stack]           print every item in every table
+  python scripts/stack.py with-aws -- CMD...                 run CMD with PAYMENT3_DYNAMODB_ENDPOINT set
+                                                             to a local DynamoDB (serial moto), then stop it
 """
 
 from __future__ import annotations
@@ -402,7 +405,7 @@ class Stack:
         recording = self.state_dir / "moto-recording.jsonl"
         service = self._spawn(
             "moto",
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.moto)],
+            [sys.executable, str(ROOT / "scripts" / "moto_serial.py"), "-H", "127.0.0.1", "-p", str(self.ports.moto)],
             env={"MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)},
         )
         wait_for_port(self.ports.moto, service.proc, 60, "moto server", service.log)
@@ -564,17 +567,16 @@ class Stack:
             return []
         return [e for e in map(json.loads, self.invoke_log.read_text().splitlines()[since:]) if e.get("type") == "run"]
 
-    def wait_idle(self, timeout: float = 60, settle: float = 0.5) -> None:
-        """Waits until every `Event` invoke has finished its last run (retries included)."""
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Waits until every `Event` invoke has finished its last run (retries included).
+        An invoke is counted before it is answered 202, and one made by a background run is
+        counted before that run ends, so zero means nothing is left, chains included."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             with urllib.request.urlopen(f"{self.urls['gateway']}/_local/pending", timeout=5) as resp:
                 if json.loads(resp.read())["pending"] == 0:
-                    time.sleep(settle)
-                    with urllib.request.urlopen(f"{self.urls['gateway']}/_local/pending", timeout=5) as again:
-                        if json.loads(again.read())["pending"] == 0:
-                            return
-            time.sleep(0.2)
+                    return
+            time.sleep(0.1)
         raise TimeoutError("asynchronous invokes still running")
 
     def kbank(self, method: str, path: str, body: Any = None) -> Any:
@@ -733,9 +735,27 @@ def demo(stack: Stack) -> None:
     print_records(stack)
 
 
+def with_aws(command: list[str]) -> None:
+    """Runs `command` with a local DynamoDB (the stack's serial moto, on a free port) in
+    PAYMENT3_DYNAMODB_ENDPOINT, then stops it: for the Rust tests that need a real DynamoDB API."""
+    import tempfile
+
+    command = command[1:] if command[:1] == ["--"] else command
+    with tempfile.TemporaryDirectory(prefix="payment3-aws-") as tmp:
+        stack = Stack(state_dir=Path(tmp))
+        try:
+            stack.start_aws(replay=False)
+            env = {**os.environ, "PAYMENT3_DYNAMODB_ENDPOINT": stack.urls["moto"]}
+            code = subprocess.run(command, cwd=ROOT, env=env).returncode
+        finally:
+            stack.stop()
+    sys.exit(code)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["dev", "demo", "records"])
+    parser.add_argument("command", choices=["dev", "demo", "records", "with-aws"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="with-aws: the command to run")
     parser.add_argument("--state", default=str(ROOT / ".stack"), help="state directory (logs, recordings)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 9000)),
                         help="HTTP routes and the Lambda Invoke API")
@@ -747,6 +767,8 @@ def main() -> None:
     args = parser.parse_args()
     state = Path(args.state)
 
+    if args.command == "with-aws":
+        return with_aws(args.rest)
     if args.command == "demo":
         return demo(Stack.attach(state))
     if args.command == "records":
