@@ -220,6 +220,16 @@ def wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, what
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f}s")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when this process dies, even by SIGKILL, so
+    a killed test run or `make dev` leaves no service behind. Elsewhere, stop() is the only way."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, grandchildren, ...), from `ps`."""
     try:
@@ -358,6 +368,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,  # its own process group: stop() kills the group, children included
+            preexec_fn=_die_with_parent,
         )
         out.close()
         service = Service(name, proc, log)
@@ -447,6 +458,16 @@ class Stack:
 
     def put_card_payment(self, record: dict) -> None:
         self.dynamodb_resource().Table(self.table("card-payment-record")).put_item(Item=dict(record))
+
+    def seed_given(self, given: dict | None) -> None:
+        """Seeds what a manifest entry's `given` describes: orders, card payment records, KBank charges."""
+        given = given or {}
+        for order in given.get("orders", []):
+            self.put_order(order["orderId"], order["grandTotal"])
+        for card in given.get("card_payments", []):
+            self.put_card_payment(card)
+        for charge in given.get("charges", []):
+            self.set_charge(charge["id"], **{k: v for k, v in charge.items() if k != "id"})
 
     def _start_kbank(self) -> None:
         charges = self.state_dir / "kbank-charges.json"
@@ -712,12 +733,7 @@ def demo(stack: Stack) -> None:
     """Replays every fixture in the manifest against the running stack and prints the records."""
     manifest = json.loads(MANIFEST.read_text())
     for name, expected in manifest.items():
-        for order in (expected.get("given") or {}).get("orders", []):
-            stack.put_order(order["orderId"], order["grandTotal"])
-        for card in (expected.get("given") or {}).get("card_payments", []):
-            stack.put_card_payment(card)
-        for charge in (expected.get("given") or {}).get("charges", []):
-            stack.set_charge(charge["id"], **{k: v for k, v in charge.items() if k != "id"})
+        stack.seed_given(expected.get("given"))
         event = fixture(name)
         if expected.get("route"):
             raw, headers = http_request_of(event)

@@ -2,8 +2,9 @@
 in its own state directory, stopped afterwards whatever happens.
 
 Fixtures for tests that drive the real binaries:
-  stack      the running `Stack` (its methods: invoke, post, scan, get, put_order, set_charge,
-             invocations, runs, wait_idle, stop_aws/start_aws, ...)
+  stack      the running `Stack` (its methods: invoke, post, scan, get, put_order,
+             put_card_payment, set_charge, seed_given, invocations, runs, wait_idle,
+             sent_emails, stop_aws/start_aws, ...)
   dynamodb   boto3 DynamoDB resource on the local AWS; `ddb` the client
   tables     table names by short name: tables["wallet-callback-record"], tables["order-table"]
   invoke     invoke("process-paid-wallet", payload) -> (HTTP status, decoded Lambda response)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -50,11 +52,17 @@ def manifest() -> dict[str, dict]:
     return json.loads(local_stack.MANIFEST.read_text())
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> local_stack.Stack:
     state = tmp_path_factory.mktemp("local-stack")
     st = local_stack.Stack(state_dir=state, delayed_notify_seconds=1)
     atexit.register(st.stop)  # also when the session dies without running fixture teardown
+    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the teardown below runs.
+    signal.signal(signal.SIGTERM, _interrupt)
     st.start()
     try:
         yield st
@@ -139,13 +147,7 @@ def _keys(items: list[dict], *names: str) -> set:
 def replay(stack):
     def run(name: str, via: str) -> Replay:
         expected = manifest()[name]
-        given = expected.get("given") or {}
-        for order in given.get("orders", []):
-            stack.put_order(order["orderId"], order["grandTotal"])
-        for card in given.get("card_payments", []):
-            stack.put_card_payment(card)
-        for charge in given.get("charges", []):
-            stack.set_charge(charge["id"], **{k: v for k, v in charge.items() if k != "id"})
+        stack.seed_given(expected.get("given"))
 
         stack.wait_idle()
         errors_before = stack.scan("callback-error-log")
