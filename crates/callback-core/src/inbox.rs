@@ -34,6 +34,16 @@ pub enum InboxOutcome {
 }
 
 impl InboxOutcome {
+    /// How a delivery that failed with `err` ended: `failed` when a retry can help, else `rejected`.
+    pub fn of_error(err: &crate::error::CallbackError) -> Self {
+        let (status, error) = (err.status(), err.to_string());
+        if err.retryable() {
+            InboxOutcome::Failed { status, error }
+        } else {
+            InboxOutcome::Rejected { status, error }
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             InboxOutcome::Received => "received",

@@ -251,9 +251,13 @@ impl AlertGate for MemoryAws {
     }
 }
 
-#[async_trait]
-impl Invoker for MemoryAws {
-    async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+impl MemoryAws {
+    fn record_invocation(
+        &self,
+        function: &str,
+        payload: &[u8],
+        kind: InvocationType,
+    ) -> Result<(), InvokeError> {
         if self.fail_invoke.load(Ordering::SeqCst) {
             return Err(InvokeError {
                 function: function.into(),
@@ -263,23 +267,20 @@ impl Invoker for MemoryAws {
         lock(&self.invocations).push(Invocation {
             function: function.into(),
             payload: payload.to_vec(),
-            kind: InvocationType::Event,
+            kind,
         });
         Ok(())
     }
+}
+
+#[async_trait]
+impl Invoker for MemoryAws {
+    async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+        self.record_invocation(function, payload, InvocationType::Event)
+    }
 
     async fn invoke_sync(&self, function: &str, payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
-        if self.fail_invoke.load(Ordering::SeqCst) {
-            return Err(InvokeError {
-                function: function.into(),
-                message: "throttled (simulated)".into(),
-            });
-        }
-        lock(&self.invocations).push(Invocation {
-            function: function.into(),
-            payload: payload.to_vec(),
-            kind: InvocationType::RequestResponse,
-        });
+        self.record_invocation(function, payload, InvocationType::RequestResponse)?;
         Ok(lock(&self.sync_responses)
             .get(function)
             .cloned()

@@ -104,17 +104,7 @@ impl CardNotify {
         let (outcome, reply) = match self.notify_steps(&delivery, forward.as_bytes()).await {
             Ok(reply) => (InboxOutcome::Dispatched, reply.into_event()),
             Err((err, order_id)) => {
-                let outcome = if err.retryable() {
-                    InboxOutcome::Failed {
-                        status: err.status(),
-                        error: err.to_string(),
-                    }
-                } else {
-                    InboxOutcome::Rejected {
-                        status: err.status(),
-                        error: err.to_string(),
-                    }
-                };
+                let outcome = InboxOutcome::of_error(&err);
                 let reply = self
                     .fail(
                         NOTIFY_FUNCTION,

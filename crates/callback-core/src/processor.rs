@@ -76,17 +76,7 @@ impl<R: RecordTable> CallbackProcessor<R> {
                 (outcome, reply)
             }
             Err((err, payment_id)) => {
-                let outcome = if err.retryable() {
-                    InboxOutcome::Failed {
-                        status: err.status(),
-                        error: err.to_string(),
-                    }
-                } else {
-                    InboxOutcome::Rejected {
-                        status: err.status(),
-                        error: err.to_string(),
-                    }
-                };
+                let outcome = InboxOutcome::of_error(&err);
                 let reply = self
                     .fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
                     .await;
