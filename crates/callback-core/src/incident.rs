@@ -271,6 +271,23 @@ mod tests {
         )
     }
 
+    /// An incident with no order or charge id.
+    fn incident<'a>(
+        function: &'a str,
+        error: &'a CallbackError,
+        event: &'a Value,
+        request_id: &'a str,
+    ) -> Incident<'a> {
+        Incident {
+            function,
+            error,
+            order_id: None,
+            charge_id: None,
+            event,
+            request_id,
+        }
+    }
+
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
     }
@@ -314,18 +331,8 @@ mod tests {
         assert!(!mails[0].body.contains("skey_abc"));
 
         // After the cooldown, the next incident alerts again.
-        r.report(
-            Incident {
-                function: "walletcallback",
-                error: &err,
-                order_id: None,
-                charge_id: None,
-                event: &event,
-                request_id: "req",
-            },
-            at(301),
-        )
-        .await;
+        r.report(incident("walletcallback", &err, &event, "req"), at(301))
+            .await;
         assert_eq!(aws.mails().len(), 2);
     }
 
@@ -337,18 +344,8 @@ mod tests {
         let err = CallbackError::from(ValidationError::new("body", "body is empty"));
         let event = json!({});
         for r in [&a, &b] {
-            r.report(
-                Incident {
-                    function: "amexcallback",
-                    error: &err,
-                    order_id: None,
-                    charge_id: None,
-                    event: &event,
-                    request_id: "r",
-                },
-                at(5),
-            )
-            .await;
+            r.report(incident("amexcallback", &err, &event, "r"), at(5))
+                .await;
         }
         assert_eq!(aws.mails().len(), 1);
     }
@@ -360,18 +357,8 @@ mod tests {
         aws.fail_store(true);
         let r = reporter(&aws);
         let err = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
-        r.report(
-            Incident {
-                function: "walletcallback",
-                error: &err,
-                order_id: None,
-                charge_id: None,
-                event: &json!({}),
-                request_id: "r",
-            },
-            at(0),
-        )
-        .await;
+        r.report(incident("walletcallback", &err, &json!({}), "r"), at(0))
+            .await;
         // Nothing panicked, nothing was written, and the attempt was made.
         assert!(aws.error_log("payment3-callback-error-log-dev").is_empty());
         assert_eq!(aws.mail_attempts(), 1);
@@ -407,9 +394,15 @@ mod tests {
         });
         assert_eq!(events.len(), 1);
         let tags = &events[0].tags;
-        assert_eq!(tags.get("orderId").map(String::as_str), Some("482500007436"));
+        assert_eq!(
+            tags.get("orderId").map(String::as_str),
+            Some("482500007436")
+        );
         assert_eq!(tags.get("chargeId").map(String::as_str), Some("pay_1"));
-        assert_eq!(tags.get("function").map(String::as_str), Some("walletcallback"));
+        assert_eq!(
+            tags.get("function").map(String::as_str),
+            Some("walletcallback")
+        );
         let message = events[0].message.clone().unwrap_or_default();
         assert!(message.starts_with("paymentId is required"), "{message}");
         assert!(!message.contains("secret123"), "{message}");
@@ -421,17 +414,7 @@ mod tests {
         let aws = Arc::new(MemoryAws::default());
         let err = CallbackError::from(ValidationError::new("body", "body is empty"));
         reporter(&aws)
-            .report(
-                Incident {
-                    function: "walletcallback",
-                    error: &err,
-                    order_id: None,
-                    charge_id: None,
-                    event: &json!({}),
-                    request_id: "r",
-                },
-                at(0),
-            )
+            .report(incident("walletcallback", &err, &json!({}), "r"), at(0))
             .await;
         assert_eq!(aws.error_log("payment3-callback-error-log-dev").len(), 1);
     }
@@ -443,18 +426,8 @@ mod tests {
         let invalid = CallbackError::from(ValidationError::new("body", "body is empty"));
         let store = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
         for err in [&invalid, &store] {
-            r.report(
-                Incident {
-                    function: "walletcallback",
-                    error: err,
-                    order_id: None,
-                    charge_id: None,
-                    event: &json!({}),
-                    request_id: "r",
-                },
-                at(0),
-            )
-            .await;
+            r.report(incident("walletcallback", err, &json!({}), "r"), at(0))
+                .await;
         }
         assert_eq!(aws.mails().len(), 2);
     }
