@@ -7,7 +7,8 @@ Why not watch alone:
   answers 200 with its result once it has finished. An "async" invoke from wallet to process-paid
   (or from notify to delayed notify, which waits DELAYED_NOTIFY_SECONDS) would block the caller.
 - watch's HTTP routes ([watch.router]) hand the function a function-URL (HTTP API v2) event and
-  read the answer as a v2 response (its parser wants a `cookies` list), while the deployed routes
+  read the answer as a v2 response (tried: a function's REST response came back as watch's own
+  500), while the deployed routes
   are a REST API (template.yaml: AWS::Serverless::Api) whose functions get v1 proxy events and
   answer v1 proxy responses. Here a route gets exactly what API Gateway would send.
 
