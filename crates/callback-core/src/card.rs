@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::callback::{aliased, describe, parse_object};
 use crate::checksum::ChecksumFields;
-use crate::clock::isoformat;
+use crate::clock::{isoformat, parse_isoformat};
 use crate::error::ValidationError;
 use crate::item::{Attr, DecodeError, Item, ItemBuilder, ItemReader};
 use crate::kbank::ChargeId;
@@ -207,6 +207,16 @@ impl NotifyRecord {
         }
     }
 
+    /// The same record one microsecond later: the range key `created_at` of two deliveries
+    /// received in the same microsecond must still differ, so neither overwrites the other.
+    pub fn one_microsecond_later(&self) -> Option<Self> {
+        let at = parse_isoformat(&self.created_at)? + chrono::Duration::microseconds(1);
+        Some(NotifyRecord {
+            created_at: isoformat(at),
+            ..self.clone()
+        })
+    }
+
     pub fn to_item(&self) -> Item {
         let mut item = ItemBuilder::new()
             .unicode("chargeId", &self.charge_id)
@@ -316,6 +326,37 @@ mod tests {
         assert_eq!(b.encoding, BodyEncoding::Json);
         assert!(b.says_paid());
         assert_eq!(b.fields["card"], json!({"x": 1}));
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_in_the_same_microsecond_are_both_kept() {
+        use crate::memory::MemoryAws;
+        use crate::ports::CardStore;
+        let body = NotifyBody::parse(
+            r#"{"id":"chrg_1","amount":"10.00","currency":"THB","status":"success",
+                "transaction_state":"Authorized","checksum":"ab"}"#,
+        )
+        .unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap();
+        let record = NotifyRecord::new(&body, NotifyNote::Notify, &json!({}), Ok(()), "r", at);
+        let aws = MemoryAws::default();
+        for _ in 0..3 {
+            aws.save_notify("notify", &record).await.unwrap();
+        }
+        let mut created: Vec<String> = aws
+            .items("notify")
+            .iter()
+            .map(|i| NotifyRecord::from_item(i).unwrap().created_at)
+            .collect();
+        created.sort();
+        assert_eq!(
+            created,
+            [
+                "2026-11-21T09:00:00",
+                "2026-11-21T09:00:00.000001",
+                "2026-11-21T09:00:00.000002"
+            ]
+        );
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub fn isoformat(at: DateTime<Utc>) -> String {
     }
 }
 
+/// Reads back a timestamp written by [`isoformat`] (or by the original).
+pub fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +72,16 @@ mod tests {
         // python3 -c "import datetime;print(datetime.datetime(2026,11,21,13,10,49).isoformat())"
         let whole = Utc.with_ymd_and_hms(2026, 11, 21, 13, 10, 49).unwrap();
         assert_eq!(isoformat(whole), "2026-11-21T13:10:49");
+    }
+
+    #[test]
+    fn isoformat_reads_back() {
+        let at =
+            Utc.with_ymd_and_hms(2026, 11, 21, 13, 10, 49).unwrap() + Duration::microseconds(7);
+        assert_eq!(parse_isoformat(&isoformat(at)), Some(at));
+        let whole = Utc.with_ymd_and_hms(2026, 11, 21, 13, 10, 49).unwrap();
+        assert_eq!(parse_isoformat(&isoformat(whole)), Some(whole));
+        assert_eq!(parse_isoformat("yesterday"), None);
     }
 
     #[test]

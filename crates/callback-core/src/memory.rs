@@ -342,9 +342,20 @@ impl MemoryAws {
 impl CardStore for MemoryAws {
     async fn save_notify(&self, table: &str, record: &NotifyRecord) -> Result<(), StoreError> {
         self.check_store("PutItem", table)?;
-        let key = format!("{}|{}", record.charge_id, record.created_at);
-        self.with_table(table, |t| t.insert(key, record.to_item()));
-        Ok(())
+        self.with_table(table, |t| {
+            let mut record = record.clone();
+            // As the DynamoDB adapter: a taken key moves one microsecond on.
+            while t.contains_key(&format!("{}|{}", record.charge_id, record.created_at)) {
+                record = record.one_microsecond_later().ok_or_else(|| {
+                    StoreError::new("PutItem", table, "created_at is not a timestamp")
+                })?;
+            }
+            t.insert(
+                format!("{}|{}", record.charge_id, record.created_at),
+                record.to_item(),
+            );
+            Ok(())
+        })
     }
 
     async fn card_payment_by_charge(

@@ -297,3 +297,48 @@ async fn the_ledger_moves_pending_to_failed_to_paid_and_never_out_of_paid() {
         .await
         .unwrap());
 }
+
+#[tokio::test]
+#[ignore = "needs a local DynamoDB: PAYMENT3_DYNAMODB_ENDPOINT"]
+async fn notify_records_of_the_same_microsecond_are_all_kept() {
+    use callback_core::card::{NotifyBody, NotifyNote, NotifyRecord};
+    let client = client().await;
+    let table = format!("notify-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("chargeId", KeyType::Hash))
+        .key_schema(key("created_at", KeyType::Range))
+        .attribute_definitions(attr("chargeId"))
+        .attribute_definitions(attr("created_at"))
+        .send()
+        .await
+        .expect("create table");
+    let body = NotifyBody::parse(
+        r#"{"id":"chrg_same","amount":"10.00","currency":"THB","status":"success",
+            "transaction_state":"Authorized","checksum":"ab"}"#,
+    )
+    .unwrap();
+    let record = NotifyRecord::new(
+        &body,
+        NotifyNote::Notify,
+        &json!({}),
+        Ok(()),
+        "r",
+        chrono::Utc::now(),
+    );
+    let store = DynamoStore::new(client.clone());
+    for _ in 0..3 {
+        store.save_notify(&table, &record).await.unwrap();
+    }
+    let items = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("chargeId = :c")
+        .expression_attribute_values(":c", AttributeValue::S("chrg_same".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.count(), 3, "three deliveries, three records");
+}

@@ -16,6 +16,9 @@ use crate::item::{Attr, Item};
 use crate::paid::{OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus};
 use crate::ports::{CardStore, OrderStore, PaidOrderLedger};
 
+/// Tries at a free `created_at` for one notify record (one microsecond apart).
+const NOTIFY_KEY_ATTEMPTS: usize = 8;
+
 /// The GSI of the card payment record table on `chargeId`.
 pub const CHARGE_ID_INDEX: &str = "chargeId-index";
 
@@ -81,14 +84,32 @@ impl DynamoStore {
 #[async_trait]
 impl CardStore for DynamoStore {
     async fn save_notify(&self, table: &str, record: &NotifyRecord) -> Result<(), StoreError> {
-        self.client()
-            .put_item()
-            .table_name(table)
-            .set_item(Some(to_sdk(&record.to_item())))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| store_error("PutItem", table, &e))
+        // Never over another delivery: a taken (chargeId, created_at) moves one microsecond on.
+        let mut record = record.clone();
+        for _ in 0..NOTIFY_KEY_ATTEMPTS {
+            let result = self
+                .client()
+                .put_item()
+                .table_name(table)
+                .set_item(Some(to_sdk(&record.to_item())))
+                .condition_expression("attribute_not_exists(chargeId)")
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failed(&e) => {
+                    record = record.one_microsecond_later().ok_or_else(|| {
+                        StoreError::new("PutItem", table, "created_at is not a timestamp")
+                    })?;
+                }
+                Err(e) => return Err(store_error("PutItem", table, &e)),
+            }
+        }
+        Err(StoreError::new(
+            "PutItem",
+            table,
+            "no free created_at for this notify record",
+        ))
     }
 
     async fn card_payment_by_charge(
