@@ -39,6 +39,15 @@ pub enum Body {
     Binary(Vec<u8>),
     /// An already-parsed object (direct invocation).
     Object(Map<String, Value>),
+    /// Flagged base64 but not base64: the text as received.
+    NotBase64(String),
+}
+
+/// A body a parser can read.
+#[derive(Clone, Copy, Debug)]
+pub enum Readable<'a> {
+    Text(&'a str),
+    Object(&'a Map<String, Value>),
 }
 
 /// One delivery of a callback, as read from the Lambda event.
@@ -73,7 +82,9 @@ impl Delivery {
             body: Body::Empty,
             event: redacted,
         };
-        if is_http_event(&event) {
+        // lambda_http panics on a body flagged base64 that is not base64: such an event takes
+        // the direct road, where the body is refused with that reason.
+        if is_http_event(&event) && !has_undecodable_base64_body(&event) {
             if let Ok(request) = lambda_http::request::from_str(&event.to_string()) {
                 return base.with_http(request);
             }
@@ -122,7 +133,7 @@ impl Delivery {
     pub fn body_len(&self) -> usize {
         match &self.body {
             Body::Empty => 0,
-            Body::Text(t) => t.len(),
+            Body::Text(t) | Body::NotBase64(t) => t.len(),
             Body::Binary(b) => b.len(),
             Body::Object(o) => Value::Object(o.clone()).to_string().len(),
         }
@@ -140,13 +151,26 @@ impl Delivery {
         Ok(())
     }
 
-    /// The body as a JSON object.
-    pub fn body_object(&self) -> Result<Map<String, Value>, ValidationError> {
+    /// The body in a form a parser can read: text or an object; the other bodies are refused
+    /// here, with the reason.
+    pub fn readable(&self) -> Result<Readable<'_>, ValidationError> {
         match &self.body {
             Body::Empty => Err(ValidationError::new("body", "body is empty")),
-            Body::Text(t) => parse_object(t),
+            Body::Text(t) => Ok(Readable::Text(t)),
             Body::Binary(_) => Err(ValidationError::new("body", "body is not UTF-8 text")),
-            Body::Object(o) => Ok(o.clone()),
+            Body::NotBase64(_) => Err(ValidationError::new(
+                "body",
+                "body is marked base64-encoded but is not valid base64",
+            )),
+            Body::Object(o) => Ok(Readable::Object(o)),
+        }
+    }
+
+    /// The body as a JSON object.
+    pub fn body_object(&self) -> Result<Map<String, Value>, ValidationError> {
+        match self.readable()? {
+            Readable::Text(t) => parse_object(t),
+            Readable::Object(o) => Ok(o.clone()),
         }
     }
 
@@ -155,7 +179,7 @@ impl Delivery {
         use base64::Engine as _;
         match &self.body {
             Body::Empty => (String::new(), "text"),
-            Body::Text(t) => (t.clone(), "text"),
+            Body::Text(t) | Body::NotBase64(t) => (t.clone(), "text"),
             Body::Binary(b) => (
                 base64::engine::general_purpose::STANDARD.encode(b),
                 "base64",
@@ -163,6 +187,15 @@ impl Delivery {
             Body::Object(o) => (Value::Object(o.clone()).to_string(), "json"),
         }
     }
+}
+
+fn has_undecodable_base64_body(event: &Value) -> bool {
+    use base64::Engine as _;
+    event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true)
+        && event
+            .get("body")
+            .and_then(Value::as_str)
+            .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
 }
 
 fn direct_body(event: Value) -> Body {
@@ -199,8 +232,8 @@ fn decode_base64(text: &str) -> Body {
             Ok(t) => Body::Text(t),
             Err(e) => Body::Binary(e.into_bytes()),
         },
-        // Not base64 after all: keep the text so validation names the problem.
-        Err(_) => Body::Text(text.to_string()),
+        // Not base64 after all: keep the text, and let validation name the problem.
+        Err(_) => Body::NotBase64(text.to_string()),
     }
 }
 
@@ -329,6 +362,17 @@ mod tests {
                 .check_size()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_body_flagged_base64_that_is_not_is_refused_not_a_panic() {
+        // lambda_http would panic on this event; it is refused with the reason instead.
+        let d = Delivery::from_event(rest_v1(json!("not base64!"), true), "r", now());
+        assert_eq!(
+            d.body_object().unwrap_err().message,
+            "body is marked base64-encoded but is not valid base64"
+        );
+        assert_eq!(d.body_text(), ("not base64!".to_string(), "text"));
     }
 
     #[test]

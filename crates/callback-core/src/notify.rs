@@ -17,7 +17,7 @@ use crate::card::{CardPayment, NotifyBody, NotifyNote, NotifyRecord};
 use crate::checksum::{self, ChecksumError};
 use crate::config::{CardSettings, ChecksumPolicy, Settings};
 use crate::error::{CallbackError, ValidationError};
-use crate::inbound::{Body, Delivery, Reply};
+use crate::inbound::{Delivery, Readable, Reply};
 use crate::inbox::{InboxEntry, InboxOutcome};
 use crate::incident::{Incident, IncidentReporter};
 use crate::kbank_secret::SecretCache;
@@ -382,11 +382,9 @@ impl CardNotify {
 }
 
 fn parse_body(delivery: &Delivery) -> Result<NotifyBody, ValidationError> {
-    match &delivery.body {
-        Body::Empty => Err(ValidationError::new("body", "body is empty")),
-        Body::Text(t) => NotifyBody::parse(t),
-        Body::Binary(_) => Err(ValidationError::new("body", "body is not UTF-8 text")),
-        Body::Object(o) => NotifyBody::from_object(o.clone()),
+    match delivery.readable()? {
+        Readable::Text(t) => NotifyBody::parse(t),
+        Readable::Object(o) => NotifyBody::from_object(o.clone()),
     }
 }
 
