@@ -262,6 +262,19 @@ impl Reply {
         }
     }
 
+    /// The answer to a failed request: `{"success": false, "error": <public message>, "message"}`
+    /// with the failure's status. The error text is the public one (SPEC 6.4).
+    pub fn failure(err: &CallbackError, request_id: &str, message: &str) -> Self {
+        Reply::json(
+            err.status(),
+            &json!({
+                "success": false,
+                "error": err.public_message(request_id),
+                "message": message,
+            }),
+        )
+    }
+
     /// The Lambda response object.
     pub fn into_event(self) -> Value {
         json!({

@@ -369,15 +369,7 @@ impl CardNotify {
                 self.ports.clock.now(),
             )
             .await;
-        Reply::json(
-            err.status(),
-            &json!({
-                "success": false,
-                "error": err.public_message(&delivery.request_id),
-                "message": "Failed to process notify",
-            }),
-        )
-        .into_event()
+        Reply::failure(err, &delivery.request_id, "Failed to process notify").into_event()
     }
 }
 

@@ -171,15 +171,8 @@ impl<R: RecordTable> CallbackProcessor<R> {
                 self.ports.clock.now(),
             )
             .await;
-        Reply::json(
-            err.status(),
-            &json!({
-                "success": false,
-                "error": err.public_message(&delivery.request_id),
-                "message": format!("Failed to process {} callback", R::LABEL.to_lowercase()),
-            }),
-        )
-        .into_event()
+        let message = format!("Failed to process {} callback", R::LABEL.to_lowercase());
+        Reply::failure(err, &delivery.request_id, &message).into_event()
     }
 }
 
