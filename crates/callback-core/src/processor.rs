@@ -205,20 +205,7 @@ mod tests {
             }
         }
         fn processor<R: RecordTable>(&self) -> CallbackProcessor<R> {
-            let a = self.aws.clone();
-            CallbackProcessor::new(
-                self.settings.clone(),
-                Ports {
-                    records: a.clone(),
-                    inbox: a.clone(),
-                    errors: a.clone(),
-                    alert_gate: a.clone(),
-                    invoker: a.clone(),
-                    mailer: a.clone(),
-                    secrets: a.clone(),
-                    clock: self.clock.clone(),
-                },
-            )
+            CallbackProcessor::new(self.settings.clone(), self.aws.ports(self.clock.clone()))
         }
         fn tick(&self) {
             self.clock.advance(chrono::Duration::milliseconds(1));

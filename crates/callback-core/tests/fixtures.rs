@@ -60,16 +60,7 @@ fn local_settings() -> Settings {
 }
 
 fn ports(aws: &Arc<MemoryAws>) -> Ports {
-    Ports {
-        records: aws.clone(),
-        inbox: aws.clone(),
-        errors: aws.clone(),
-        alert_gate: aws.clone(),
-        invoker: aws.clone(),
-        mailer: aws.clone(),
-        secrets: aws.clone(),
-        clock: Arc::new(SystemClock),
-    }
+    aws.ports(Arc::new(SystemClock))
 }
 
 async fn run_callback<R: RecordTable>(aws: &Arc<MemoryAws>, event: Value) -> Value {

@@ -101,16 +101,7 @@ fn any_event() -> impl Strategy<Value = Value> {
 }
 
 fn ports(aws: &Arc<MemoryAws>) -> Ports {
-    Ports {
-        records: aws.clone(),
-        inbox: aws.clone(),
-        errors: aws.clone(),
-        alert_gate: aws.clone(),
-        invoker: aws.clone(),
-        mailer: aws.clone(),
-        secrets: aws.clone(),
-        clock: Arc::new(SystemClock),
-    }
+    aws.ports(Arc::new(SystemClock))
 }
 
 fn status(reply: &Value) -> u64 {
