@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::card::{CardPayment, NotifyBody, NotifyNote, NotifyRecord};
 use crate::checksum::{self, ChecksumError};
 use crate::config::{CardSettings, ChecksumPolicy, Settings};
-use crate::error::{CallbackError, ValidationError};
+use crate::error::CallbackError;
 use crate::inbound::{Delivery, Readable, Reply};
 use crate::inbox::{InboxEntry, InboxOutcome};
 use crate::incident::{Incident, IncidentReporter};
@@ -79,9 +79,8 @@ impl CardNotify {
         // The event as received goes on to delayed notify, which verifies it again.
         let forward = event.to_string();
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let charge_id = parse_body(&delivery)
-            .ok()
-            .map(|b| b.charge_id.as_str().to_string());
+        let body = read_body(&delivery);
+        let charge_id = body.as_ref().ok().map(|b| b.charge_id.as_str().to_string());
         // The inbox is keyed by order; KBank names only the charge, so the charge id stands in.
         let mut entry = InboxEntry::received(
             &delivery,
@@ -101,7 +100,7 @@ impl CardNotify {
                 .await;
         }
 
-        let (outcome, reply) = match self.notify_steps(&delivery, forward.as_bytes()).await {
+        let (outcome, reply) = match self.notify_steps(body, &delivery, forward.as_bytes()).await {
             Ok(reply) => (InboxOutcome::Dispatched, reply.into_event()),
             Err((err, order_id)) => {
                 let outcome = InboxOutcome::of_error(&err);
@@ -137,11 +136,12 @@ impl CardNotify {
 
     async fn notify_steps(
         &self,
+        body: Result<NotifyBody, CallbackError>,
         delivery: &Delivery,
         forward: &[u8],
     ) -> Result<Reply, (CallbackError, Option<String>)> {
         let noted = self
-            .record(delivery, NotifyNote::Notify)
+            .record(body, delivery, NotifyNote::Notify)
             .await
             .map_err(|e| (e, None))?;
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
@@ -173,10 +173,9 @@ impl CardNotify {
         request_id: &str,
     ) -> Result<Value, CallbackError> {
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let charge_id = parse_body(&delivery)
-            .ok()
-            .map(|b| b.charge_id.as_str().to_string());
-        match self.delayed_steps(&delivery).await {
+        let body = read_body(&delivery);
+        let charge_id = body.as_ref().ok().map(|b| b.charge_id.as_str().to_string());
+        match self.delayed_steps(body, &delivery).await {
             Ok(reply) => Ok(reply.into_event()),
             Err((err, order_id)) => {
                 let reply = self
@@ -200,10 +199,11 @@ impl CardNotify {
 
     async fn delayed_steps(
         &self,
+        body: Result<NotifyBody, CallbackError>,
         delivery: &Delivery,
     ) -> Result<Reply, (CallbackError, Option<String>)> {
         let noted = self
-            .record(delivery, NotifyNote::DelayedNotify)
+            .record(body, delivery, NotifyNote::DelayedNotify)
             .await
             .map_err(|e| (e, None))?;
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
@@ -229,9 +229,13 @@ impl CardNotify {
     }
 
     /// Parse, verify, keep the notify record, mark the card payment record.
-    async fn record(&self, delivery: &Delivery, note: NotifyNote) -> Result<Noted, CallbackError> {
-        delivery.check_size()?;
-        let body = parse_body(delivery)?;
+    async fn record(
+        &self,
+        body: Result<NotifyBody, CallbackError>,
+        delivery: &Delivery,
+        note: NotifyNote,
+    ) -> Result<Noted, CallbackError> {
+        let body = body?;
         let key = self.secret.get().await?;
         let checksum = checksum::verify(
             &body.checksum_fields(),
@@ -373,11 +377,13 @@ impl CardNotify {
     }
 }
 
-fn parse_body(delivery: &Delivery) -> Result<NotifyBody, ValidationError> {
-    match delivery.readable()? {
-        Readable::Text(t) => NotifyBody::parse(t),
-        Readable::Object(o) => NotifyBody::from_object(o.clone()),
-    }
+/// The notify body, read once: size first (SPEC 4: 413 before parsing), then parsed.
+fn read_body(delivery: &Delivery) -> Result<NotifyBody, CallbackError> {
+    delivery.check_size()?;
+    Ok(match delivery.readable()? {
+        Readable::Text(t) => NotifyBody::parse(t)?,
+        Readable::Object(o) => NotifyBody::from_object(o.clone())?,
+    })
 }
 
 /// An `http(s)://` URL with nothing that could break out of an attribute or a URL.

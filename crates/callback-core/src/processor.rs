@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::callback::{aliased, CallbackPayload};
 use crate::config::Settings;
@@ -44,8 +44,12 @@ impl<R: RecordTable> CallbackProcessor<R> {
     /// input: every failure is a response with its status, after the error path.
     pub async fn handle(&self, event: Value, request_id: &str) -> Value {
         let delivery = Delivery::from_event(event, request_id, self.ports.clock.now());
-        let order_id = delivery.body_object().ok().and_then(|b| {
-            aliased(&b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from))
+        // Size first (SPEC 4: 413 before parsing), then the body is parsed once for every step.
+        let body = delivery
+            .check_size()
+            .and_then(|()| delivery.body_object().map_err(CallbackError::from));
+        let order_id = body.as_ref().ok().and_then(|b| {
+            aliased(b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from))
         });
         let mut entry = InboxEntry::received(
             &delivery,
@@ -61,9 +65,10 @@ impl<R: RecordTable> CallbackProcessor<R> {
             return self.fail(&delivery, &err, order_id.as_deref(), None).await;
         }
 
-        let (outcome, reply) = match self.process(&delivery).await {
+        let reply = match self.process(body, &delivery).await {
             Ok((payload, outcome)) => {
-                let reply = Reply::json(
+                entry.outcome = outcome;
+                Reply::json(
                     200,
                     &json!({
                         "success": true,
@@ -72,40 +77,34 @@ impl<R: RecordTable> CallbackProcessor<R> {
                         "paymentId": payload.payment_id,
                         "amount": payload.amount.as_number(),
                     }),
-                );
-                (outcome, reply)
+                )
+                .into_event()
             }
             Err((err, payment_id)) => {
-                let outcome = InboxOutcome::of_error(&err);
-                let reply = self
-                    .fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
-                    .await;
-                entry.outcome = outcome.clone();
-                self.finish_inbox(&entry, &outcome).await;
-                return reply;
+                entry.outcome = InboxOutcome::of_error(&err);
+                self.fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
+                    .await
             }
         };
-        self.finish_inbox(&entry, &outcome).await;
+        self.finish_inbox(&entry, &entry.outcome).await;
         tracing::info!(
             function = R::FUNCTION,
             order_id = order_id.as_deref(),
-            outcome = outcome.name(),
+            outcome = entry.outcome.name(),
             "callback handled"
         );
-        reply.into_event()
+        reply
     }
 
     /// Validate, save, dispatch. On failure also returns the payment id, if it got that far.
     async fn process(
         &self,
+        body: Result<Map<String, Value>, CallbackError>,
         delivery: &Delivery,
     ) -> Result<(CallbackPayload, InboxOutcome), (CallbackError, Option<String>)> {
-        delivery.check_size().map_err(|e| (e, None))?;
-        let body = delivery
-            .body_object()
-            .map_err(|e| (CallbackError::from(e), None))?;
-        let payload =
-            CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
+        let payload = body
+            .and_then(|b| CallbackPayload::from_object(b).map_err(CallbackError::from))
+            .map_err(|e| (e, None))?;
         let payment_id = Some(payload.payment_id.clone());
 
         let record = CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
