@@ -47,3 +47,4 @@ e2e: venv
 
 lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
+	$(PY) scripts/import_cycles.py

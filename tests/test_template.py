@@ -472,7 +472,7 @@ def _adapter_operations() -> dict[str, set[str]]:
     """Store method name -> the IAM actions its AWS adapter performs (via its own helpers too)."""
     direct: dict[str, set[str]] = {}
     helpers: dict[str, set[str]] = {}
-    for path in sorted((CORE / "adapters").glob("*.rs")):
+    for path in sorted((CORE / "ports" / "aws").glob("*.rs")):
         for (_, name), bodies in functions_in([path]).items():
             for body in bodies:
                 ops = set()
@@ -498,7 +498,7 @@ def _adapter_operations() -> dict[str, set[str]]:
 def _table_fields() -> dict[str, str]:
     """Tables field (settings.tables.<field>) -> table kebab (or "order")."""
     fields = {}
-    for field, env in re.findall(r"(\w+)\s*:\s*(?:named|var)\(\s*\"(\w+_TABLE)\"", source(CORE / "config.rs")):
+    for field, env in re.findall(r"(\w+)\s*:\s*(?:named|var)\(\s*\"(\w+_TABLE)\"", source(CORE / "runtime" / "config.rs")):
         m = NAME.match(default_names()[env])
         fields[field] = m["kebab"] if m else "order"
     return fields
@@ -524,7 +524,7 @@ def table_operations_by_crate() -> dict[str, dict[str, set[str]]]:
     matched on every reached type, so this may find more than a function does, never less.
     """
     operations, fields = _adapter_operations(), _table_fields()
-    core_files_but_adapters = [p for p in core_files() if p.parent.name != "adapters"]
+    core_files_but_adapters = [p for p in core_files() if p.parent.name != "aws"]
     core = functions_in(core_files_but_adapters)
     result = {}
     for crate in crate_bins():
@@ -560,7 +560,16 @@ def table_operations_by_crate() -> dict[str, dict[str, set[str]]]:
         per_table: dict[str, set[str]] = {}
         for key in reached:
             for body in fns[key]:
-                for method, field in _accesses_in(body, table_fns):
+                accesses = set(_accesses_in(body, table_fns))
+                # A table handed to a wrapper (`Inbox::new(store, &self.settings.tables.x, ..)`):
+                # whatever the wrapper's methods do to `self.table`.
+                for owner, field in re.findall(r"\b([A-Z]\w+)::new\(([^;]*)\)", body):
+                    for f in re.findall(r"&\s*self\s*\.\s*settings\s*\.\s*tables\s*\.\s*(\w+)", field):
+                        for (o, _), wbodies in fns.items():
+                            if o == owner:
+                                for wb in wbodies:
+                                    accesses |= {(m, f) for m in re.findall(r"\.\s*(\w+)\s*\(\s*&?\s*self\s*\.\s*table\b", wb)}
+                for method, field in accesses:
                     if method in operations and field in fields:
                         per_table.setdefault(fields[field], set()).update(operations[method])
         result[crate] = per_table

@@ -10,9 +10,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use callback_core::callback::CallbackPayload;
-use callback_core::item::Item;
-use callback_core::record::CallbackRecord;
+use callback_core::domain::callback::CallbackPayload;
+use callback_core::domain::item::Item;
+use callback_core::domain::record::CallbackRecord;
 use chrono::Utc;
 use serde_json::json;
 

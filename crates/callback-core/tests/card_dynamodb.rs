@@ -17,13 +17,13 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_dynamodb::Client;
-use callback_core::adapters::dynamodb::DynamoStore;
-use callback_core::app::card_ports;
-use callback_core::clock::SystemClock;
-use callback_core::config::{ProcessPaidKind, ProcessPaidSettings, Settings};
-use callback_core::memory::{MemoryAws, MemoryKBank};
-use callback_core::paid::ProcessPaid;
+use callback_core::domain::clock::SystemClock;
+use callback_core::flows::paid::ProcessPaid;
+use callback_core::flows::settings::{ProcessPaidKind, ProcessPaidSettings, Settings};
+use callback_core::ports::aws::dynamodb::DynamoStore;
+use callback_core::ports::memory::{MemoryAws, MemoryKBank};
 use callback_core::ports::{CardStore, PaidOrderLedger};
+use callback_core::runtime::start::card_ports;
 use serde_json::json;
 
 const KEY: &str = "skey_test_payment3_local";
@@ -227,7 +227,7 @@ async fn the_card_record_is_found_through_the_index_and_marked() {
 #[tokio::test]
 #[ignore = "needs a local DynamoDB: PAYMENT3_DYNAMODB_ENDPOINT"]
 async fn the_ledger_moves_pending_to_failed_to_paid_and_never_out_of_paid() {
-    use callback_core::paid::{PaidClaim, PaidOrderStatus, PaymentType};
+    use callback_core::domain::ledger::{PaidClaim, PaidOrderStatus, PaymentType};
     let client = client().await;
     let settings = settings(&client).await;
     let store = DynamoStore::new(client);
@@ -301,7 +301,7 @@ async fn the_ledger_moves_pending_to_failed_to_paid_and_never_out_of_paid() {
 #[tokio::test]
 #[ignore = "needs a local DynamoDB: PAYMENT3_DYNAMODB_ENDPOINT"]
 async fn notify_records_of_the_same_microsecond_are_all_kept() {
-    use callback_core::card::{NotifyBody, NotifyNote, NotifyRecord};
+    use callback_core::domain::card::{NotifyBody, NotifyNote, NotifyRecord};
     let client = client().await;
     let table = format!("notify-{}", uuid::Uuid::new_v4().simple());
     client

@@ -6,12 +6,15 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use callback_core::clock::SystemClock;
-use callback_core::config::{CardSettings, ProcessPaidKind, ProcessPaidSettings, Settings};
-use callback_core::item::{Attr, Item};
-use callback_core::memory::{LoopbackInvoker, MemoryAws, MemoryKBank};
-use callback_core::notify::CardNotify;
-use callback_core::paid::ProcessPaid;
+use callback_core::domain::clock::SystemClock;
+use callback_core::domain::item::{Attr, Item};
+use callback_core::flows::loopback::LoopbackInvoker;
+use callback_core::flows::notify::CardNotify;
+use callback_core::flows::paid::ProcessPaid;
+use callback_core::flows::settings::{
+    CardSettings, ProcessPaidKind, ProcessPaidSettings, Settings,
+};
+use callback_core::ports::memory::{MemoryAws, MemoryKBank};
 use callback_core::ports::Ports;
 use callback_core::{AmexRecords, BankAppRecords, CallbackProcessor, RecordTable, WalletRecords};
 use serde_json::{Map, Value};

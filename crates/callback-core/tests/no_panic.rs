@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use callback_core::clock::SystemClock;
-use callback_core::config::{CardSettings, ProcessPaidKind, ProcessPaidSettings, Settings};
-use callback_core::memory::{MemoryAws, MemoryKBank};
-use callback_core::notify::CardNotify;
-use callback_core::paid::ProcessPaid;
+use callback_core::domain::clock::SystemClock;
+use callback_core::flows::notify::CardNotify;
+use callback_core::flows::paid::ProcessPaid;
+use callback_core::flows::settings::{
+    CardSettings, ProcessPaidKind, ProcessPaidSettings, Settings,
+};
+use callback_core::ports::memory::{MemoryAws, MemoryKBank};
 use callback_core::ports::Ports;
 use callback_core::{CallbackProcessor, WalletRecords};
 use proptest::prelude::*;

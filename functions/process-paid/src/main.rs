@@ -2,5 +2,5 @@
 //! (SPEC 4.4). One binary, three functions; all logic is in callback-core.
 
 fn main() -> Result<(), lambda_runtime::Error> {
-    callback_core::app::run_process_paid()
+    callback_core::runtime::start::run_process_paid()
 }

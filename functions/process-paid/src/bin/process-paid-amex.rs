@@ -1,5 +1,5 @@
 //! `process-paid-amex`: the local emulator's name for `payment3-process-paid-amex-order-internal-<branch>`.
 
 fn main() -> Result<(), lambda_runtime::Error> {
-    callback_core::app::run_process_paid()
+    callback_core::runtime::start::run_process_paid()
 }

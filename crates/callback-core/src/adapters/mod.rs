@@ -1,9 +1,0 @@
-//! The real adapters of the ports, on the AWS SDK. Clients are built once per container by
-//! [`crate::app`] and shared; `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_<SERVICE>`) points them at
-//! a local AWS such as moto.
-
-pub mod card;
-pub mod dynamodb;
-pub mod lambda;
-pub mod secrets;
-pub mod ses;

@@ -1,0 +1,136 @@
+//! The callback record (SPEC 5) and the [`RecordTable`] types that tell the wallet, bank-app and
+//! Amex callbacks apart: which table, which label, which process-paid function.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Number, Value};
+
+use crate::domain::callback::CallbackPayload;
+use crate::domain::clock::isoformat;
+use crate::domain::item::{DecodeError, Item, ItemBuilder, ItemReader};
+
+/// One callback record: the original's `WalletCallbackRecordTable` / `AmexCallbackRecordTable`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallbackRecord {
+    pub order_id: String,
+    pub payment_id: String,
+    pub success: bool,
+    pub user_id: String,
+    pub message: Option<String>,
+    pub amount: Option<Number>,
+    /// The Lambda event, redacted.
+    pub event: Option<Value>,
+    /// The body object.
+    pub body: Option<Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl CallbackRecord {
+    /// The record of a validated callback received at `now`.
+    pub fn new(payload: &CallbackPayload, event: Value, now: DateTime<Utc>) -> Self {
+        let at = isoformat(now);
+        CallbackRecord {
+            order_id: payload.order_id.as_str().to_string(),
+            payment_id: payload.payment_id.clone(),
+            success: payload.success,
+            user_id: payload.user_id.clone(),
+            message: Some(payload.message.clone()),
+            amount: Some(payload.amount.as_number().clone()),
+            event: Some(event),
+            body: Some(Value::Object(payload.body.clone())),
+            created_at: at.clone(),
+            updated_at: at,
+        }
+    }
+
+    pub fn to_item(&self) -> Item {
+        let mut b = ItemBuilder::new()
+            .unicode("orderId", &self.order_id)
+            .unicode("paymentId", &self.payment_id)
+            .boolean("success", self.success)
+            .unicode("userId", &self.user_id)
+            .unicode_opt("message", self.message.clone())
+            .json_opt("event", self.event.as_ref())
+            .json_opt("body", self.body.as_ref())
+            .unicode("created_at", &self.created_at)
+            .unicode("updated_at", &self.updated_at);
+        if let Some(amount) = &self.amount {
+            b = b.number("amount", amount);
+        }
+        b.build()
+    }
+
+    pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
+        let r = ItemReader(item);
+        Ok(CallbackRecord {
+            order_id: r.unicode("orderId")?.to_string(),
+            payment_id: r.unicode("paymentId")?.to_string(),
+            success: r.boolean("success")?,
+            user_id: r.unicode("userId")?.to_string(),
+            message: r.unicode_opt("message")?.map(String::from),
+            amount: r.number_opt("amount")?,
+            event: r.json_opt("event")?,
+            body: r.json_opt("body")?,
+            created_at: r.unicode("created_at")?.to_string(),
+            updated_at: r.unicode("updated_at")?.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::item::Attr;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn payload(success: bool) -> CallbackPayload {
+        CallbackPayload::parse(
+            &json!({"orderId": "482500007436", "paymentId": "pay_1", "success": success,
+                    "amount": 2339.0, "userId": "u-1", "message": "ok"})
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn record_item_has_the_pynamodb_types() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 13, 0, 0).unwrap();
+        let item = CallbackRecord::new(&payload(true), json!({"body": "x"}), at).to_item();
+        assert_eq!(item["orderId"], Attr::S("482500007436".into()));
+        assert_eq!(item["success"], Attr::Bool(true));
+        assert_eq!(item["amount"], Attr::N("2339.0".into()));
+        assert_eq!(item["created_at"], Attr::S("2026-11-21T13:00:00".into()));
+        assert_eq!(item["event"], Attr::S("{\"body\":\"x\"}".into()));
+        let Attr::S(body) = &item["body"] else {
+            panic!("body is not S")
+        };
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["paymentId"], "pay_1");
+    }
+
+    #[test]
+    fn record_round_trips_through_its_item() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 13, 0, 0).unwrap();
+        let record = CallbackRecord::new(&payload(false), json!({"k": [1, 2]}), at);
+        assert_eq!(
+            CallbackRecord::from_item(&record.to_item()).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn an_item_without_optional_attributes_decodes() {
+        // What PynamoDB writes when message, amount, event and body are None.
+        let item: Item = serde_json::from_value(json!({
+            "orderId": {"S": "1"}, "paymentId": {"S": "p"}, "success": {"BOOL": false},
+            "userId": {"S": "u"}, "created_at": {"S": "2025-01-01T00:00:00.000001"},
+            "updated_at": {"S": "2025-01-01T00:00:00.000001"}
+        }))
+        .unwrap();
+        let record = CallbackRecord::from_item(&item).unwrap();
+        assert_eq!(record.amount, None);
+        assert_eq!(record.message, None);
+        assert_eq!(record.to_item(), item);
+    }
+}

@@ -1,0 +1,380 @@
+//! The error path of every function (SPEC 6): an error-log item, a Sentry event (tagged and
+//! flushed before the handler returns), and an SES alert at most once per cooldown for the same
+//! function and error kind. Reporting never fails the function: each step that fails is logged
+//! and the next one still runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::clock::isoformat;
+use crate::domain::error_log::ErrorLogEntry;
+use crate::domain::redact::{redact_text, redact_value};
+use crate::flows::error::CallbackError;
+use crate::flows::settings::Settings;
+use crate::ports::{AlertGate, ErrorLogStore, Mail, Mailer};
+
+/// What went wrong, and where.
+pub struct Incident<'a> {
+    /// `walletcallback`, `notify`, ...: the error log's `function_name` and the Sentry tag.
+    pub function: &'a str,
+    pub error: &'a CallbackError,
+    pub order_id: Option<&'a str>,
+    pub charge_id: Option<&'a str>,
+    /// The event (already redacted by [`crate::domain::delivery::Delivery`], redacted again here).
+    pub event: &'a Value,
+    pub request_id: &'a str,
+}
+
+/// Sends incidents down the error path.
+pub struct IncidentReporter {
+    settings: Arc<Settings>,
+    errors: Arc<dyn ErrorLogStore>,
+    gate: Arc<dyn AlertGate>,
+    mailer: Arc<dyn Mailer>,
+    /// Per-container cooldown in front of the shared one: a flood in one container costs no
+    /// DynamoDB calls, and alerts stay limited while DynamoDB itself is down.
+    local_gate: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl IncidentReporter {
+    pub fn new(
+        settings: Arc<Settings>,
+        errors: Arc<dyn ErrorLogStore>,
+        gate: Arc<dyn AlertGate>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Self {
+        IncidentReporter {
+            settings,
+            errors,
+            gate,
+            mailer,
+            local_gate: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the whole error path. Never fails.
+    pub async fn report(&self, incident: Incident<'_>, now: DateTime<Utc>) {
+        let error_text = redact_text(&incident.error.to_string());
+        let kind = incident.error.kind();
+        tracing::error!(
+            function = incident.function,
+            error_type = kind,
+            order_id = incident.order_id,
+            charge_id = incident.charge_id,
+            request_id = incident.request_id,
+            error = %error_text,
+            "callback failed"
+        );
+
+        let entry = ErrorLogEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            function_name: incident.function.to_string(),
+            error: error_text.clone(),
+            error_type: kind.to_string(),
+            order_id: incident.order_id.map(String::from),
+            charge_id: incident.charge_id.map(String::from),
+            event: Some(redact_value(incident.event)),
+            request_id: incident.request_id.to_string(),
+            status: incident.error.status(),
+            created_at: isoformat(now),
+            ttl: now.timestamp() + self.settings.error_log_ttl.as_secs() as i64,
+        };
+        if let Err(e) = self
+            .errors
+            .put_error(&self.settings.tables.callback_error_log, &entry)
+            .await
+        {
+            tracing::error!(error = %e, "could not write the error log item");
+        }
+
+        capture_in_sentry(&incident, &error_text).await;
+        self.alert(&incident, kind, &error_text, now).await;
+    }
+
+    async fn alert(
+        &self,
+        incident: &Incident<'_>,
+        kind: &str,
+        error_text: &str,
+        now: DateTime<Utc>,
+    ) {
+        let alerts = &self.settings.alerts;
+        let Some(from) = alerts.from.clone().filter(|_| !alerts.to.is_empty()) else {
+            tracing::warn!("ALERT_EMAIL_FROM or ALERT_EMAIL_TO is not set: no alert e-mail");
+            return;
+        };
+        let key = format!("{}#{}", incident.function, kind);
+        if !self.local_gate_open(&key, now, alerts.cooldown) {
+            tracing::info!(key, "alert suppressed: cooldown (this container)");
+            return;
+        }
+        match self
+            .gate
+            .try_open(
+                &self.settings.tables.alert_cooldown,
+                &key,
+                now,
+                alerts.cooldown,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(key, "alert suppressed: cooldown");
+                return;
+            }
+            // Fail open: an alert while DynamoDB is down matters more than a duplicate.
+            Err(e) => tracing::warn!(error = %e, "alert cooldown unavailable; sending"),
+        }
+        let mail = Mail {
+            from,
+            to: alerts.to.clone(),
+            subject: format!(
+                "[payment3][{}] {} error",
+                self.settings.branch, incident.function
+            ),
+            body: format!(
+                "Function: {}\nError type: {}\nError: {}\nOrder: {}\nCharge: {}\nRequest id: {}\n\
+                 Further alerts of this kind are held for {} s; every occurrence is in {}.\n\nEvent:\n{}\n",
+                incident.function,
+                kind,
+                error_text,
+                incident.order_id.unwrap_or("-"),
+                incident.charge_id.unwrap_or("-"),
+                incident.request_id,
+                alerts.cooldown.as_secs(),
+                self.settings.tables.callback_error_log,
+                serde_json::to_string_pretty(&redact_value(incident.event)).unwrap_or_default(),
+            ),
+        };
+        if let Err(e) = self.mailer.send(&mail).await {
+            tracing::error!(error = %e, "could not send the alert e-mail");
+        }
+    }
+
+    fn local_gate_open(&self, key: &str, now: DateTime<Utc>, cooldown: Duration) -> bool {
+        let mut sent = self.local_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let cooldown = chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
+        match sent.get(key) {
+            Some(last) if now.signed_duration_since(*last) < cooldown => false,
+            _ => {
+                sent.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+async fn capture_in_sentry(incident: &Incident<'_>, error_text: &str) {
+    let enabled = sentry::Hub::current()
+        .client()
+        .is_some_and(|c| c.is_enabled());
+    if !enabled {
+        return;
+    }
+    sentry::with_scope(
+        |scope| {
+            if let Some(o) = incident.order_id {
+                scope.set_tag("orderId", o);
+            }
+            if let Some(c) = incident.charge_id {
+                scope.set_tag("chargeId", c);
+            }
+            scope.set_tag("function", incident.function);
+            scope.set_tag("errorType", incident.error.kind());
+            scope.set_extra("requestId", incident.request_id.into());
+        },
+        || sentry::capture_message(error_text, sentry::Level::Error),
+    );
+    // Lambda may freeze the container as soon as the handler returns: flush now.
+    let _ = tokio::task::spawn_blocking(|| {
+        if let Some(client) = sentry::Hub::current().client() {
+            client.flush(Some(Duration::from_secs(2)));
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::error::ValidationError;
+    use crate::ports::error::StoreError;
+    use crate::ports::memory::MemoryAws;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn reporter(aws: &Arc<MemoryAws>) -> IncidentReporter {
+        IncidentReporter::new(
+            Arc::new(Settings::for_branch("dev")),
+            aws.clone(),
+            aws.clone(),
+            aws.clone(),
+        )
+    }
+
+    /// An incident with no order or charge id.
+    fn incident<'a>(
+        function: &'a str,
+        error: &'a CallbackError,
+        event: &'a Value,
+        request_id: &'a str,
+    ) -> Incident<'a> {
+        Incident {
+            function,
+            error,
+            order_id: None,
+            charge_id: None,
+            event,
+            request_id,
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    }
+
+    #[tokio::test]
+    async fn writes_an_error_log_item_and_one_alert_per_cooldown() {
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let err = CallbackError::from(ValidationError::new(
+            "success",
+            "success is required in body",
+        ));
+        let event = json!({"body": "{\"secretKey\": \"skey_abc\"}"});
+        for second in [0, 10, 299] {
+            r.report(
+                Incident {
+                    function: "walletcallback",
+                    error: &err,
+                    order_id: Some("1"),
+                    charge_id: None,
+                    event: &event,
+                    request_id: "req",
+                },
+                at(second),
+            )
+            .await;
+        }
+        let logged = aws.error_log("payment3-callback-error-log-dev");
+        assert_eq!(logged.len(), 3);
+        assert_eq!(logged[0].error_type, "ValidationError");
+        assert_eq!(logged[0].function_name, "walletcallback");
+        assert!(!logged[0]
+            .event
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("skey_abc"));
+        let mails = aws.mails();
+        assert_eq!(mails.len(), 1, "one alert within the cooldown");
+        assert_eq!(mails[0].subject, "[payment3][dev] walletcallback error");
+        assert!(!mails[0].body.contains("skey_abc"));
+
+        // After the cooldown, the next incident alerts again.
+        r.report(incident("walletcallback", &err, &event, "req"), at(301))
+            .await;
+        assert_eq!(aws.mails().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_cooldown_is_shared_between_containers() {
+        let aws = Arc::new(MemoryAws::default());
+        // Two reporters: two Lambda containers over the same cooldown table.
+        let (a, b) = (reporter(&aws), reporter(&aws));
+        let err = CallbackError::from(ValidationError::new("body", "body is empty"));
+        let event = json!({});
+        for r in [&a, &b] {
+            r.report(incident("amexcallback", &err, &event, "r"), at(5))
+                .await;
+        }
+        assert_eq!(aws.mails().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_mailer_or_store_does_not_stop_the_error_path() {
+        let aws = Arc::new(MemoryAws::default());
+        aws.fail_mail(true);
+        aws.fail_store(true);
+        let r = reporter(&aws);
+        let err = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
+        r.report(incident("walletcallback", &err, &json!({}), "r"), at(0))
+            .await;
+        // Nothing panicked, nothing was written, and the attempt was made.
+        assert!(aws.error_log("payment3-callback-error-log-dev").is_empty());
+        assert_eq!(aws.mail_attempts(), 1);
+    }
+
+    #[test]
+    fn sentry_gets_the_error_with_its_tags() {
+        let events = sentry::test::with_captured_events(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let aws = Arc::new(MemoryAws::default());
+                let err = CallbackError::from(ValidationError::new(
+                    "paymentId",
+                    "paymentId is required in body with skey_secret123",
+                ));
+                reporter(&aws)
+                    .report(
+                        Incident {
+                            function: "walletcallback",
+                            error: &err,
+                            order_id: Some("482500007436"),
+                            charge_id: Some("pay_1"),
+                            event: &json!({}),
+                            request_id: "req-s",
+                        },
+                        at(0),
+                    )
+                    .await;
+            });
+        });
+        assert_eq!(events.len(), 1);
+        let tags = &events[0].tags;
+        assert_eq!(
+            tags.get("orderId").map(String::as_str),
+            Some("482500007436")
+        );
+        assert_eq!(tags.get("chargeId").map(String::as_str), Some("pay_1"));
+        assert_eq!(
+            tags.get("function").map(String::as_str),
+            Some("walletcallback")
+        );
+        let message = events[0].message.clone().unwrap_or_default();
+        assert!(message.starts_with("paymentId is required"), "{message}");
+        assert!(!message.contains("secret123"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn without_sentry_the_error_path_still_logs() {
+        // No client bound: the error path still logs and alerts.
+        let aws = Arc::new(MemoryAws::default());
+        let err = CallbackError::from(ValidationError::new("body", "body is empty"));
+        reporter(&aws)
+            .report(incident("walletcallback", &err, &json!({}), "r"), at(0))
+            .await;
+        assert_eq!(aws.error_log("payment3-callback-error-log-dev").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn different_error_kinds_have_their_own_cooldown() {
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let invalid = CallbackError::from(ValidationError::new("body", "body is empty"));
+        let store = CallbackError::Store(StoreError::new("PutItem", "t", "down"));
+        for err in [&invalid, &store] {
+            r.report(incident("walletcallback", err, &json!({}), "r"), at(0))
+                .await;
+        }
+        assert_eq!(aws.mails().len(), 2);
+    }
+}

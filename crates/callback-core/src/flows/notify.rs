@@ -1,0 +1,925 @@
+//! KBank card notify (SPEC 4.2) and delayed notify (SPEC 4.3, seed 002).
+//!
+//! Both: parse the body (JSON, else form) -> verify the checksum with the cached secret -> keep
+//! a notify record (`note` `notify` | `delayed notify`, `checksumVerified`) -> find the card
+//! payment record through `chargeId-index` and mark `checksumVerified` on it -> under
+//! `CHECKSUM_POLICY=enforce` a bad checksum stops here (error path, 401) -> run process-paid
+//! synchronously for the record's order.
+//! Notify then hands the same event to delayed notify once and answers the redirect page;
+//! delayed notify waits `DELAYED_NOTIFY_SECONDS` and runs process-paid again unless the first
+//! run reported the order paid. Every notify delivery is also kept in the inbox.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::domain::card::{CardPayment, NotifyBody, NotifyNote, NotifyRecord};
+use crate::domain::checksum;
+use crate::domain::checksum::ChecksumError;
+use crate::domain::delivery::{Delivery, Readable};
+use crate::domain::inbox::InboxOutcome;
+use crate::flows::error::CallbackError;
+use crate::flows::inbox::{outcome_of, Inbox};
+use crate::flows::incident::{Incident, IncidentReporter};
+use crate::flows::paid::Outcome;
+use crate::flows::reply::Reply;
+use crate::flows::settings::{CardSettings, ChecksumPolicy, Settings};
+use crate::ports::secret_cache::SecretCache;
+use crate::ports::{CardPorts, Ports};
+
+/// The error log's `function_name` of each.
+pub const NOTIFY_FUNCTION: &str = "notify";
+pub const DELAYED_NOTIFY_FUNCTION: &str = "delayednotify";
+
+/// What recording a notify found out.
+struct Noted {
+    body: NotifyBody,
+    card_payment: Option<CardPayment>,
+    checksum: Result<(), ChecksumError>,
+}
+
+/// Notify and delayed notify, over the same ports.
+pub struct CardNotify {
+    settings: Arc<Settings>,
+    card_settings: Arc<CardSettings>,
+    ports: Ports,
+    card: CardPorts,
+    secret: Arc<SecretCache>,
+    reporter: IncidentReporter,
+}
+
+impl CardNotify {
+    /// The time on the ports' clock: when a delivery is received.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ports.clock.now()
+    }
+
+    pub fn new(
+        settings: Arc<Settings>,
+        card_settings: Arc<CardSettings>,
+        ports: Ports,
+        card: CardPorts,
+    ) -> Self {
+        let secret = Arc::new(SecretCache::new(
+            ports.secrets.clone(),
+            ports.clock.clone(),
+            card_settings.secret.name.clone(),
+            card_settings.secret.refresh,
+        ));
+        let reporter = IncidentReporter::new(
+            settings.clone(),
+            ports.errors.clone(),
+            ports.alert_gate.clone(),
+            ports.mailer.clone(),
+        );
+        CardNotify {
+            settings,
+            card_settings,
+            ports,
+            card,
+            secret,
+            reporter,
+        }
+    }
+
+    /// `POST /notify`. Never fails, never panics on input: every failure is a response.
+    /// `forward` is the event as received: it goes on to delayed notify, which verifies it again.
+    /// The runtime's `notify` reads the Lambda event into the delivery.
+    pub async fn notify_delivery(&self, delivery: Delivery, forward: String) -> Value {
+        let body = read_body(&delivery);
+        let charge_id = body.as_ref().ok().map(|b| b.charge_id.as_str().to_string());
+        // The inbox is keyed by order; KBank names only the charge, so the charge id stands in.
+        let inbox = Inbox::new(
+            self.ports.inbox.clone(),
+            &self.settings.tables.callback_inbox,
+            self.settings.inbox_ttl,
+        );
+        let mut entry = match inbox
+            .keep(&delivery, NOTIFY_FUNCTION, charge_id.as_deref())
+            .await
+        {
+            Ok(entry) => entry,
+            Err(e) => {
+                let err = CallbackError::from(e);
+                return self
+                    .fail(NOTIFY_FUNCTION, &delivery, &err, None, charge_id.as_deref())
+                    .await;
+            }
+        };
+
+        let (outcome, reply) = match self.notify_steps(body, &delivery, forward.as_bytes()).await {
+            Ok(reply) => (InboxOutcome::Dispatched, reply.into_event()),
+            Err((err, order_id)) => {
+                let outcome = outcome_of(&err);
+                let reply = self
+                    .fail(
+                        NOTIFY_FUNCTION,
+                        &delivery,
+                        &err,
+                        order_id.as_deref(),
+                        charge_id.as_deref(),
+                    )
+                    .await;
+                (outcome, reply)
+            }
+        };
+        let name = outcome.name();
+        inbox.finish(&mut entry, outcome).await;
+        tracing::info!(
+            function = NOTIFY_FUNCTION,
+            charge_id = charge_id.as_deref(),
+            outcome = name,
+            "notify handled"
+        );
+        reply
+    }
+
+    async fn notify_steps(
+        &self,
+        body: Result<NotifyBody, CallbackError>,
+        delivery: &Delivery,
+        forward: &[u8],
+    ) -> Result<Reply, (CallbackError, Option<String>)> {
+        let noted = self
+            .record(body, delivery, NotifyNote::Notify)
+            .await
+            .map_err(|e| (e, None))?;
+        let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
+        self.check_policy(&noted)
+            .map_err(|e| (e, order_id.clone()))?;
+
+        let processed = match (&noted.card_payment, &order_id) {
+            (Some(_), Some(order)) => Some(self.process_paid(order, &noted.body).await),
+            _ => None,
+        };
+        // Delayed notify runs whether or not process-paid worked: it is the second chance.
+        self.ports
+            .invoker
+            .invoke_event(&self.settings.functions.delayed_notify, forward)
+            .await
+            .map_err(|e| (CallbackError::from(e), order_id.clone()))?;
+        let outcome = match processed {
+            Some(Err(e)) => return Err((e, order_id)),
+            Some(Ok(o)) => Some(o),
+            None => None,
+        };
+        Ok(self.redirect(&noted, outcome))
+    }
+
+    /// Delayed notify: `Err` makes Lambda retry the event.
+    pub async fn delayed_notify_delivery(
+        &self,
+        delivery: Delivery,
+    ) -> Result<Value, CallbackError> {
+        let body = read_body(&delivery);
+        let charge_id = body.as_ref().ok().map(|b| b.charge_id.as_str().to_string());
+        match self.delayed_steps(body, &delivery).await {
+            Ok(reply) => Ok(reply.into_event()),
+            Err((err, order_id)) => {
+                let reply = self
+                    .fail(
+                        DELAYED_NOTIFY_FUNCTION,
+                        &delivery,
+                        &err,
+                        order_id.as_deref(),
+                        charge_id.as_deref(),
+                    )
+                    .await;
+                if err.retryable() {
+                    Err(err)
+                } else {
+                    // A retry of the same event fails the same way: recorded and alerted, done.
+                    Ok(reply)
+                }
+            }
+        }
+    }
+
+    async fn delayed_steps(
+        &self,
+        body: Result<NotifyBody, CallbackError>,
+        delivery: &Delivery,
+    ) -> Result<Reply, (CallbackError, Option<String>)> {
+        let noted = self
+            .record(body, delivery, NotifyNote::DelayedNotify)
+            .await
+            .map_err(|e| (e, None))?;
+        let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
+        self.check_policy(&noted)
+            .map_err(|e| (e, order_id.clone()))?;
+        let Some(order) = order_id.clone() else {
+            tracing::warn!(charge_id = %noted.body.charge_id, "no card payment record for this charge: nothing to process");
+            return Ok(self.redirect(&noted, None));
+        };
+        let first = self
+            .process_paid(&order, &noted.body)
+            .await
+            .map_err(|e| (e, order_id.clone()))?;
+        if first.is_paid() {
+            return Ok(self.redirect(&noted, Some(first)));
+        }
+        tokio::time::sleep(self.card_settings.delayed_notify_wait).await;
+        let second = self
+            .process_paid(&order, &noted.body)
+            .await
+            .map_err(|e| (e, order_id.clone()))?;
+        Ok(self.redirect(&noted, Some(second)))
+    }
+
+    /// Parse, verify, keep the notify record, mark the card payment record.
+    async fn record(
+        &self,
+        body: Result<NotifyBody, CallbackError>,
+        delivery: &Delivery,
+        note: NotifyNote,
+    ) -> Result<Noted, CallbackError> {
+        let body = body?;
+        let key = self.secret.get().await?;
+        let checksum = checksum::verify(
+            &body.checksum_fields(),
+            body.checksum.as_deref(),
+            key.expose(),
+        );
+        let card_payment = self
+            .card
+            .cards
+            .card_payment_by_charge(
+                &self.settings.tables.card_payment_record,
+                body.charge_id.as_str(),
+            )
+            .await?;
+
+        let mut record = NotifyRecord::new(
+            &body,
+            note,
+            &delivery.event,
+            checksum.clone().map_err(|e| e.to_string()),
+            &delivery.request_id,
+            self.ports.clock.now(),
+        );
+        record.order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
+        self.card
+            .cards
+            .save_notify(&self.settings.tables.credit_card_notify, &record)
+            .await?;
+        match &card_payment {
+            Some(c) => {
+                self.card
+                    .cards
+                    .set_checksum_verified(
+                        &self.settings.tables.card_payment_record,
+                        &c.token,
+                        checksum.is_ok(),
+                    )
+                    .await?
+            }
+            None => {
+                tracing::warn!(charge_id = %body.charge_id, "no card payment record for this charge")
+            }
+        }
+        Ok(Noted {
+            body,
+            card_payment,
+            checksum,
+        })
+    }
+
+    fn check_policy(&self, noted: &Noted) -> Result<(), CallbackError> {
+        let Err(problem) = &noted.checksum else {
+            return Ok(());
+        };
+        match self.card_settings.checksum_policy {
+            ChecksumPolicy::Enforce => Err(CallbackError::Checksum(problem.to_string())),
+            ChecksumPolicy::Mark => {
+                tracing::warn!(charge_id = %noted.body.charge_id, problem = %problem,
+                    "checksum verification failed; CHECKSUM_POLICY=mark: continuing");
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs process-paid (card) synchronously and reads its outcome.
+    async fn process_paid(
+        &self,
+        order_id: &str,
+        body: &NotifyBody,
+    ) -> Result<Outcome, CallbackError> {
+        let payload = json!({"orderId": order_id, "paymentType": "card", "chargeId": body.charge_id.as_str()});
+        let answer = self
+            .ports
+            .invoker
+            .invoke_sync(
+                &self.settings.functions.process_paid_card,
+                payload.to_string().as_bytes(),
+            )
+            .await?;
+        let outcome = serde_json::from_slice::<Value>(&answer).ok().and_then(|v| {
+            v.get("outcome")
+                .and_then(Value::as_str)
+                .and_then(Outcome::parse)
+        });
+        tracing::info!(order_id, charge_id = %body.charge_id, outcome = outcome.map(Outcome::as_str), "process-paid answered");
+        // An answer without a known outcome counts as not paid: delayed notify asks again.
+        Ok(outcome.unwrap_or(Outcome::Pending))
+    }
+
+    fn redirect(&self, noted: &Noted, outcome: Option<Outcome>) -> Reply {
+        let success = match outcome {
+            Some(o) => o.is_paid(),
+            None => noted.body.says_paid() && noted.checksum.is_ok(),
+        };
+        let base = noted
+            .card_payment
+            .as_ref()
+            .and_then(|c| c.callback.as_deref())
+            .filter(|c| is_plain_http_url(c))
+            .unwrap_or(&self.card_settings.shop_url);
+        let order_id = noted
+            .card_payment
+            .as_ref()
+            .and_then(|c| c.order_id.as_deref())
+            .unwrap_or("");
+        Reply::html(
+            200,
+            redirect_page(
+                base,
+                order_id,
+                success,
+                noted.body.amount.as_deref().unwrap_or(""),
+            ),
+        )
+    }
+
+    async fn fail(
+        &self,
+        function: &str,
+        delivery: &Delivery,
+        err: &CallbackError,
+        order_id: Option<&str>,
+        charge_id: Option<&str>,
+    ) -> Value {
+        self.reporter
+            .report(
+                Incident {
+                    function,
+                    error: err,
+                    order_id,
+                    charge_id,
+                    event: &delivery.event,
+                    request_id: &delivery.request_id,
+                },
+                self.ports.clock.now(),
+            )
+            .await;
+        Reply::failure(err, &delivery.request_id, "Failed to process notify").into_event()
+    }
+}
+
+/// The notify body, read once: size first (SPEC 4: 413 before parsing), then parsed.
+fn read_body(delivery: &Delivery) -> Result<NotifyBody, CallbackError> {
+    delivery.check_size()?;
+    Ok(match delivery.readable()? {
+        Readable::Text(t) => NotifyBody::parse(t)?,
+        Readable::Object(o) => NotifyBody::from_object(o.clone())?,
+    })
+}
+
+/// An `http(s)://` URL with nothing that could break out of an attribute or a URL.
+fn is_plain_http_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() < 512
+        && !url.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')
+        })
+}
+
+/// The page that sends the browser to `{base}/thankyou?orderId=&status=&amount=`.
+pub fn redirect_page(base: &str, order_id: &str, success: bool, amount: &str) -> String {
+    let query = serde_urlencoded::to_string([
+        ("orderId", order_id),
+        ("status", if success { "success" } else { "failure" }),
+        ("amount", amount),
+    ])
+    .unwrap_or_default();
+    let url = format!("{}/thankyou?{}", base.trim_end_matches('/'), query);
+    let href = html_escape(&url);
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={href}\">\
+         <title>Redirecting</title></head><body><p>Redirecting to <a href=\"{href}\">{href}</a></p></body></html>\n"
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::charge::{Charge, ChargeId};
+    use crate::domain::clock::ManualClock;
+    use crate::domain::item::{Attr, Item};
+    use crate::domain::secret::SecretKey;
+    use crate::flows::loopback::LoopbackInvoker;
+    use crate::flows::paid::ProcessPaid;
+    use crate::flows::settings::ProcessPaidSettings;
+    use crate::ports::error::GatewayError;
+    use crate::ports::memory::{InvocationType, MemoryAws, MemoryKBank};
+    use crate::ports::ChargeInquiry;
+    use async_trait::async_trait;
+    use chrono::{TimeZone, Utc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const KEY: &str = "skey_test_payment3_local";
+    const ORDER: &str = "482500007436";
+    const CHARGE: &str = "chrg_test_payment3_0001";
+    // python3 -c "import hashlib;print(hashlib.sha256(b'chrg_test_payment3_0001'+b'2339.0000'+b'THB'+b'success'+b'Authorized'+b'skey_test_payment3_local').hexdigest())"
+    const GOOD: &str = "3537c666f6914b83fd47b397b0da751513d5634ab2b5e02578d1385ae6fdf6ca";
+    const NOTIFY_TABLE: &str = "payment3-credit-card-notify-dev";
+    const CARDS: &str = "payment3-card-payment-record-dev";
+    const ERRORS: &str = "payment3-callback-error-log-dev";
+    const INBOX: &str = "payment3-callback-inbox-dev";
+    const PROCESS_PAID: &str = "payment3-process-paid-order-internal-dev";
+    const DELAYED: &str = "payment3-delayed-notify-dev";
+
+    /// KBank whose charge is pending for the first `pending_calls` inquiries, then Authorized.
+    struct AuthorizesLater {
+        pending_calls: usize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ChargeInquiry for AuthorizesLater {
+        async fn charge(&self, id: &ChargeId, _key: &SecretKey) -> Result<Charge, GatewayError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Charge {
+                id: id.as_str().into(),
+                amount: "2339.00".parse().unwrap(),
+                currency: "THB".into(),
+                status: "success".into(),
+                transaction_state: if n < self.pending_calls {
+                    "Pre-Authorized"
+                } else {
+                    "Authorized"
+                }
+                .into(),
+            })
+        }
+    }
+
+    struct World {
+        aws: Arc<MemoryAws>,
+        clock: Arc<ManualClock>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let aws = Arc::new(MemoryAws::default());
+            aws.set_secret("kbank-dev", &format!(r#"{{"secretKey": "{KEY}"}}"#));
+            let order: Item = [
+                ("orderId".to_string(), Attr::S(ORDER.into())),
+                (
+                    "data".to_string(),
+                    Attr::M([("grandTotal".to_string(), Attr::N("2339".into()))].into()),
+                ),
+            ]
+            .into();
+            aws.put_item("order-table-dev", ORDER, order);
+            let card: Item = [
+                ("token".to_string(), Attr::S("tokn_1".into())),
+                ("orderId".to_string(), Attr::S(ORDER.into())),
+                ("chargeId".to_string(), Attr::S(CHARGE.into())),
+                (
+                    "callback".to_string(),
+                    Attr::S("https://shop.example".into()),
+                ),
+            ]
+            .into();
+            aws.put_item(CARDS, "tokn_1", card);
+            World {
+                aws,
+                clock: Arc::new(ManualClock::new(
+                    Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+                )),
+            }
+        }
+
+        fn with_kbank(&self, policy: ChecksumPolicy, kbank: Arc<dyn ChargeInquiry>) -> CardNotify {
+            let settings = Arc::new(Settings::for_branch("dev"));
+            let process_paid = Arc::new(ProcessPaid::new(
+                settings.clone(),
+                Arc::new(ProcessPaidSettings::for_kind(
+                    crate::flows::settings::ProcessPaidKind::Card,
+                    "dev",
+                )),
+                self.aws.ports(self.clock.clone()),
+                self.aws.card_ports(),
+                kbank,
+            ));
+            let mut ports = self.aws.ports(self.clock.clone());
+            ports.invoker = Arc::new(LoopbackInvoker {
+                aws: self.aws.clone(),
+                function: PROCESS_PAID.into(),
+                process_paid,
+            });
+            let mut card = CardSettings::for_branch("dev");
+            card.checksum_policy = policy;
+            card.delayed_notify_wait = Duration::from_millis(1);
+            CardNotify::new(settings, Arc::new(card), ports, self.aws.card_ports())
+        }
+
+        fn notify(&self, policy: ChecksumPolicy) -> CardNotify {
+            let kbank = MemoryKBank::with_key(KEY);
+            kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
+            self.with_kbank(policy, Arc::new(kbank))
+        }
+
+        fn card_record(&self) -> Item {
+            self.aws.item(CARDS, "tokn_1").unwrap()
+        }
+        fn process_paid_calls(&self) -> usize {
+            self.aws
+                .invocations()
+                .iter()
+                .filter(|i| i.function == PROCESS_PAID)
+                .count()
+        }
+        fn delayed_calls(&self) -> Vec<Vec<u8>> {
+            self.aws
+                .invocations()
+                .into_iter()
+                .filter(|i| i.function == DELAYED && i.kind == InvocationType::Event)
+                .map(|i| i.payload)
+                .collect()
+        }
+        fn tick(&self) {
+            self.clock.advance(chrono::Duration::milliseconds(1));
+        }
+    }
+
+    fn body(checksum: Option<&str>) -> String {
+        let mut b = json!({"id": CHARGE, "object": "charge", "amount": 2339.00, "currency": "THB",
+            "status": "success", "transaction_state": "Authorized"});
+        if let Some(c) = checksum {
+            b["checksum"] = json!(c);
+        }
+        // serde_json writes 2339.0; KBank writes 2339.00: keep KBank's text.
+        b.to_string().replace("2339.0,", "2339.00,")
+    }
+
+    fn http(body: &str, content_type: &str) -> Value {
+        json!({
+            "resource": "/notify", "path": "/notify", "httpMethod": "POST",
+            "headers": {"Content-Type": content_type},
+            "requestContext": {"resourcePath": "/notify", "httpMethod": "POST", "stage": "dev",
+                "requestId": "gw", "identity": {"sourceIp": "203.0.113.10"}},
+            "body": body, "isBase64Encoded": false
+        })
+    }
+
+    #[tokio::test]
+    async fn a_valid_notify_pays_the_order_and_hands_off_to_delayed_notify_once() {
+        // Given a card payment for an order and a charge KBank reports Authorized
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let event = http(&body(Some(GOOD)), "application/json");
+        // When KBank posts a notify with a valid checksum
+        let reply = n.notify(event.clone(), "req-1").await;
+        // Then it answers the redirect page to the shop
+        assert_eq!(reply["statusCode"], 200, "{reply}");
+        assert_eq!(reply["headers"]["Content-Type"], "text/html; charset=utf-8");
+        let page = reply["body"].as_str().unwrap();
+        assert!(
+            page.contains("https://shop.example/thankyou?orderId=482500007436&amp;status=success&amp;amount=2339.00"),
+            "{page}"
+        );
+        // and the notify is recorded, verified, on the notify table and the card payment record
+        let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].note, NotifyNote::Notify);
+        assert!(records[0].checksum_verified);
+        assert_eq!(records[0].order_id.as_deref(), Some(ORDER));
+        assert_eq!(records[0].body["checksum"], GOOD);
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        // and the order is paid, through process-paid
+        assert_eq!(w.process_paid_calls(), 1);
+        assert_eq!(
+            w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"],
+            Attr::S("PAID".into())
+        );
+        // and delayed notify got the same event, once
+        let delayed = w.delayed_calls();
+        assert_eq!(delayed.len(), 1);
+        assert_eq!(serde_json::from_slice::<Value>(&delayed[0]).unwrap(), event);
+        // and the delivery is in the inbox, under the charge id
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].function, "notify");
+        assert_eq!(inbox[0].order_id, CHARGE);
+        assert_eq!(inbox[0].outcome, InboxOutcome::Dispatched);
+    }
+
+    #[tokio::test]
+    async fn a_forged_checksum_under_enforce_is_401_recorded_alerted_and_not_processed() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let forged = "0".repeat(64);
+        let reply = n
+            .notify(http(&body(Some(&forged)), "application/json"), "req-2")
+            .await;
+        assert_eq!(reply["statusCode"], 401);
+        let b: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+        assert_eq!(b["error"], "checksum verification failed");
+        // Stored with checksumVerified false, on both tables
+        let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
+        assert_eq!(records.len(), 1);
+        assert!(!records[0].checksum_verified);
+        assert_eq!(
+            records[0].checksum_error.as_deref(),
+            Some("checksum does not match")
+        );
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(false));
+        // Alerted
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].error_type, "ChecksumError");
+        assert_eq!(errors[0].function_name, "notify");
+        assert_eq!(errors[0].charge_id.as_deref(), Some(CHARGE));
+        assert_eq!(w.aws.mails().len(), 1);
+        assert_eq!(w.aws.mails()[0].subject, "[payment3][dev] notify error");
+        // Never reaches process-paid, no delayed notify, order untouched
+        assert!(w.aws.invocations().is_empty());
+        assert!(!w
+            .aws
+            .item("order-table-dev", ORDER)
+            .unwrap()
+            .contains_key("paymentStatus"));
+        assert!(matches!(
+            w.aws.inbox(INBOX)[0].outcome,
+            InboxOutcome::Rejected { status: 401, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_short_checksum_under_enforce_is_401_too() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        for (i, checksum) in [None, Some(""), Some(&GOOD[..63]), Some("zz")]
+            .into_iter()
+            .enumerate()
+        {
+            w.tick();
+            let reply = n
+                .notify(http(&body(checksum), "application/json"), &format!("r{i}"))
+                .await;
+            assert_eq!(reply["statusCode"], 401, "{checksum:?}");
+        }
+        assert!(w.aws.invocations().is_empty());
+        // One alert for the flood.
+        assert_eq!(w.aws.mails().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_checksum_under_mark_is_marked_and_processed() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Mark);
+        let reply = n
+            .notify(http(&body(Some(&"0".repeat(64))), "application/json"), "r")
+            .await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(false));
+        assert!(!w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
+        assert_eq!(w.process_paid_calls(), 1);
+        assert_eq!(w.delayed_calls().len(), 1);
+        assert!(w.aws.error_log(ERRORS).is_empty(), "mark only warns");
+    }
+
+    #[tokio::test]
+    async fn a_form_encoded_notify_is_read() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let form = format!(
+            "id={CHARGE}&amount=2339.00&currency=THB&status=success&transaction_state=Authorized&checksum={GOOD}"
+        );
+        let reply = n
+            .notify(http(&form, "application/x-www-form-urlencoded"), "r")
+            .await;
+        assert_eq!(reply["statusCode"], 200, "{reply}");
+        assert!(w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
+        assert_eq!(w.aws.order_updates(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_repeat_leaves_one_payment() {
+        // Given notify delivered three times, and delayed notify run for each, and retried
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        for i in 0..3 {
+            w.tick();
+            assert_eq!(
+                n.notify(
+                    http(&body(Some(GOOD)), "application/json"),
+                    &format!("n{i}")
+                )
+                .await["statusCode"],
+                200
+            );
+        }
+        for (i, event) in w.delayed_calls().into_iter().enumerate() {
+            let event: Value = serde_json::from_slice(&event).unwrap();
+            for attempt in 0..2 {
+                w.tick();
+                n.delayed_notify(event.clone(), &format!("d{i}{attempt}"))
+                    .await
+                    .unwrap();
+            }
+        }
+        // Then the order was updated once and one notice was sent
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(
+            w.aws
+                .mails()
+                .iter()
+                .filter(|m| m.subject.contains("paid"))
+                .count(),
+            1
+        );
+        let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| r.note == NotifyNote::DelayedNotify)
+                .count(),
+            6
+        );
+    }
+
+    #[tokio::test]
+    async fn a_charge_authorized_later_is_pending_then_paid_by_the_delayed_run() {
+        // Given a charge KBank reports Pre-Authorized for the first two inquiries
+        let w = World::new();
+        let kbank = Arc::new(AuthorizesLater {
+            pending_calls: 2,
+            calls: AtomicUsize::new(0),
+        });
+        let n = w.with_kbank(ChecksumPolicy::Enforce, kbank.clone());
+        // When notify arrives, the order stays unpaid and the page says failure
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "n")
+            .await;
+        assert_eq!(reply["statusCode"], 200);
+        assert!(reply["body"].as_str().unwrap().contains("status=failure"));
+        assert!(!w
+            .aws
+            .item("order-table-dev", ORDER)
+            .unwrap()
+            .contains_key("paymentStatus"));
+        assert_eq!(
+            w.aws.item("payment3-paid-order-dev", ORDER).unwrap()["status"],
+            Attr::S("PENDING".into())
+        );
+        // Then delayed notify: first run still pending, the run after the wait pays it
+        let event: Value = serde_json::from_slice(&w.delayed_calls()[0]).unwrap();
+        let reply = n.delayed_notify(event, "d").await.unwrap();
+        assert!(reply["body"].as_str().unwrap().contains("status=success"));
+        assert_eq!(kbank.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(w.process_paid_calls(), 3);
+        assert_eq!(
+            w.aws.item("order-table-dev", ORDER).unwrap()["paymentStatus"],
+            Attr::S("PAID".into())
+        );
+        assert_eq!(w.aws.order_updates(), 1);
+    }
+
+    #[tokio::test]
+    async fn delayed_notify_runs_once_when_the_first_run_is_paid() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let reply = n
+            .delayed_notify(http(&body(Some(GOOD)), "application/json"), "d")
+            .await
+            .unwrap();
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(w.process_paid_calls(), 1);
+        let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
+        assert_eq!(records[0].note, NotifyNote::DelayedNotify);
+        // Delayed notify never hands off again, and keeps no inbox entry (it is not a delivery).
+        assert!(w.delayed_calls().is_empty());
+        assert!(w.aws.inbox(INBOX).is_empty());
+    }
+
+    #[tokio::test]
+    async fn delayed_notify_fails_for_a_retry_when_process_paid_fails() {
+        let w = World::new();
+        let kbank = Arc::new(MemoryKBank::with_key(KEY));
+        kbank.fail_with(Some(GatewayError::Unreachable("timeout".into())));
+        let n = w.with_kbank(ChecksumPolicy::Enforce, kbank.clone());
+        // Notify: process-paid fails; delayed notify is still handed the event; KBank gets 500.
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "n")
+            .await;
+        assert_eq!(reply["statusCode"], 500);
+        assert_eq!(w.delayed_calls().len(), 1);
+        // Delayed notify: fails so Lambda retries; error logged.
+        let event: Value = serde_json::from_slice(&w.delayed_calls()[0]).unwrap();
+        assert!(n.delayed_notify(event.clone(), "d1").await.is_err());
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.function_name == "delayednotify"));
+        // The retry after the outage pays the order.
+        kbank.fail_with(None);
+        kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
+        n.delayed_notify(event, "d2").await.unwrap();
+        assert_eq!(w.aws.order_updates(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_forged_delayed_notify_is_recorded_and_not_retried() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let reply = n
+            .delayed_notify(http(&body(Some(&"1".repeat(64))), "application/json"), "d")
+            .await
+            .unwrap();
+        assert_eq!(reply["statusCode"], 401);
+        assert_eq!(w.process_paid_calls(), 0);
+        assert!(!w.aws.notify_records(NOTIFY_TABLE, CHARGE)[0].checksum_verified);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_charge_is_recorded_and_skipped() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Mark);
+        let other = body(Some(GOOD)).replace(CHARGE, "chrg_unknown");
+        let reply = n.notify(http(&other, "application/json"), "r").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert!(reply["body"]
+            .as_str()
+            .unwrap()
+            .contains("https://shop.villamarket.com/thankyou?orderId=&amp;status=failure"));
+        assert_eq!(w.aws.notify_records(NOTIFY_TABLE, "chrg_unknown").len(), 1);
+        assert_eq!(w.process_paid_calls(), 0);
+        assert_eq!(w.delayed_calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_secret_or_store_outage_is_500_for_a_retry() {
+        let w = World::new();
+        w.aws.set_secret("kbank-dev", "{}");
+        let n = w.notify(ChecksumPolicy::Enforce);
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "r")
+            .await;
+        assert_eq!(reply["statusCode"], 500);
+        assert!(!reply["body"].as_str().unwrap().contains("secretKey"));
+        assert!(w.aws.invocations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_input_makes_it_panic() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        for event in [
+            json!(null),
+            json!(5),
+            json!("text"),
+            json!({"body": ""}),
+            json!({"body": "=&=&"}),
+            json!({"body": "id=%ZZ"}),
+            json!({"body": {"id": ["x"]}}),
+            json!({"body": {"id": "chrg_1", "amount": {"a": 1}, "checksum": 5}}),
+            json!({"body": "{\"id\": \"chrg_1\", \"amount\": 1e400}"}),
+            json!({"body": "x".repeat(70_000)}),
+        ] {
+            w.tick();
+            let reply = n.notify(event.clone(), "r").await;
+            let status = reply["statusCode"].as_u64().unwrap();
+            assert!((400..500).contains(&status), "{event}: {status}");
+        }
+        assert!(w.aws.invocations().is_empty());
+    }
+
+    #[test]
+    fn the_redirect_page_escapes_what_it_interpolates() {
+        let page = redirect_page("https://shop.example/", "A&B\"<x>", true, "1 000");
+        assert!(page.contains("https://shop.example/thankyou?orderId=A%26B%22%3Cx%3E&amp;status=success&amp;amount=1+000"), "{page}");
+        assert!(!page.contains("<x>"));
+        assert!(!is_plain_http_url("javascript:alert(1)"));
+        assert!(!is_plain_http_url("https://x\" onload=\"y"));
+        assert!(is_plain_http_url("https://shop.villamarket.com"));
+    }
+}

@@ -1,0 +1,182 @@
+//! The KBank merchant secret (`secretKey`, `skey_...`) from Secrets Manager, cached per
+//! container and read again after the refresh interval, so a rotated secret is picked up
+//! without a redeploy. The key never reaches a log line: [`SecretKey`]'s `Debug` is redacted
+//! and errors never quote the secret's text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::domain::clock::Clock;
+use crate::domain::secret::SecretKey;
+use crate::ports::error::SecretError;
+use crate::ports::SecretSource;
+
+/// Reads `secretKey` from the secret's JSON text.
+pub fn parse_secret(name: &str, text: &str) -> Result<SecretKey, SecretError> {
+    let problem = |message: &str| SecretError {
+        name: name.to_string(),
+        message: message.to_string(),
+    };
+    // The serde error could quote the text: only say that it is not JSON.
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| problem("the secret is not JSON text"))?;
+    match value.get("secretKey") {
+        Some(Value::String(key)) if !key.trim().is_empty() => Ok(SecretKey::new(key.trim())),
+        Some(Value::String(_)) => Err(problem("secretKey is empty")),
+        Some(_) => Err(problem("secretKey is not a string")),
+        None => Err(problem("the secret has no secretKey")),
+    }
+}
+
+struct Cached {
+    key: Arc<SecretKey>,
+    read_at: DateTime<Utc>,
+}
+
+/// One secret, cached.
+pub struct SecretCache {
+    source: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
+    name: String,
+    refresh: Duration,
+    cached: Mutex<Option<Cached>>,
+}
+
+impl SecretCache {
+    pub fn new(
+        source: Arc<dyn SecretSource>,
+        clock: Arc<dyn Clock>,
+        name: impl Into<String>,
+        refresh: Duration,
+    ) -> Self {
+        SecretCache {
+            source,
+            clock,
+            name: name.into(),
+            refresh,
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key: the cached one while it is younger than the refresh interval, else read again.
+    /// A failed refresh keeps serving the previous key (logged): a Secrets Manager blip must not
+    /// stop payments, and the next call tries again.
+    pub async fn get(&self) -> Result<Arc<SecretKey>, SecretError> {
+        // One reader at a time: concurrent requests in a container wait for the same read.
+        let mut cached = self.cached.lock().await;
+        let now = self.clock.now();
+        let refresh = chrono::Duration::from_std(self.refresh).unwrap_or(chrono::Duration::MAX);
+        if let Some(c) = cached.as_ref() {
+            if now.signed_duration_since(c.read_at) < refresh {
+                return Ok(c.key.clone());
+            }
+        }
+        let read = async {
+            let text = self.source.secret_string(&self.name).await?;
+            parse_secret(&self.name, &text)
+        };
+        match read.await {
+            Ok(key) => {
+                let key = Arc::new(key);
+                *cached = Some(Cached {
+                    key: key.clone(),
+                    read_at: now,
+                });
+                Ok(key)
+            }
+            Err(e) => match cached.as_ref() {
+                Some(c) => {
+                    tracing::warn!(secret = %self.name, error = %e, "secret refresh failed; using the cached key");
+                    Ok(c.key.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::ManualClock;
+    use crate::ports::memory::MemoryAws;
+    use chrono::TimeZone;
+
+    fn setup() -> (Arc<MemoryAws>, Arc<ManualClock>, SecretCache) {
+        let aws = Arc::new(MemoryAws::default());
+        aws.set_secret("kbank-dev", r#"{"secretKey": "skey_test_one"}"#);
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap(),
+        ));
+        let cache = SecretCache::new(
+            aws.clone(),
+            clock.clone(),
+            "kbank-dev",
+            Duration::from_secs(300),
+        );
+        (aws, clock, cache)
+    }
+
+    #[tokio::test]
+    async fn the_key_is_read_once_per_refresh_interval() {
+        // Given a cached secret
+        let (aws, clock, cache) = setup();
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_one");
+        // When it is rotated and used again within the interval, the cached key is served
+        aws.set_secret("kbank-dev", r#"{"secretKey": "skey_test_two"}"#);
+        clock.advance(chrono::Duration::seconds(299));
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_one");
+        assert_eq!(aws.secret_reads(), 1);
+        // Then after the interval the rotated key is picked up
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_two");
+        assert_eq!(aws.secret_reads(), 2);
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_two");
+        assert_eq!(aws.secret_reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_reads_share_one_read() {
+        let (aws, _clock, cache) = setup();
+        let cache = Arc::new(cache);
+        let reads = (0..10).map(|_| {
+            let c = cache.clone();
+            tokio::spawn(async move { c.get().await.map(|k| k.expose().to_string()) })
+        });
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), "skey_test_one");
+        }
+        assert_eq!(aws.secret_reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_previous_key() {
+        let (aws, clock, cache) = setup();
+        cache.get().await.unwrap();
+        aws.set_secret("kbank-dev", "not json");
+        clock.advance(chrono::Duration::seconds(301));
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_one");
+    }
+
+    #[tokio::test]
+    async fn no_secret_is_an_error_that_does_not_quote_it() {
+        let (aws, _clock, cache) = setup();
+        aws.set_secret("kbank-dev", r#"{"secretKey": "", "other": "skey_leak"}"#);
+        let err = cache.get().await.unwrap_err();
+        assert_eq!(err.to_string(), "secret kbank-dev: secretKey is empty");
+        let err = parse_secret("s", "{skey_leak").unwrap_err();
+        assert!(!err.to_string().contains("skey_leak"));
+        assert_eq!(
+            format!("{:?}", SecretKey::new("skey_x")),
+            "SecretKey([REDACTED])"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! From a Lambda event to a [`Delivery`], handed to a flow, whose reply is the Lambda response.
+//!
+//! HTTP events (API Gateway REST v1, HTTP API v2, function URLs) are read with lambda_http, which
+//! decodes base64 bodies. Anything else is a direct invocation: `{"body": "<json text>"}`,
+//! `{"body": {...}}` or the callback object itself, as the original accepted.
+//! Reading an event never fails: what cannot be understood becomes a body that fails validation.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use lambda_http::{request::RequestContext, RequestExt};
+use serde_json::Value;
+
+use crate::domain::delivery::{Body, Delivery, EventKind};
+use crate::domain::redact::{redact_headers, redact_value};
+use crate::flows::error::CallbackError;
+use crate::flows::notify::CardNotify;
+use crate::flows::processor::{CallbackProcessor, RecordTable};
+
+impl<R: RecordTable> CallbackProcessor<R> {
+    /// Handles one Lambda event (SPEC 4.1) and returns the Lambda response.
+    pub async fn handle(&self, event: Value, request_id: &str) -> Value {
+        let delivery = Delivery::from_event(event, request_id, self.now());
+        self.handle_delivery(delivery).await
+    }
+}
+
+impl CardNotify {
+    /// `POST /notify` (SPEC 4.2): never fails, never panics on input.
+    pub async fn notify(&self, event: Value, request_id: &str) -> Value {
+        let forward = event.to_string();
+        let delivery = Delivery::from_event(event, request_id, self.now());
+        self.notify_delivery(delivery, forward).await
+    }
+
+    /// Delayed notify (SPEC 4.3): `Err` makes Lambda retry the event.
+    pub async fn delayed_notify(
+        &self,
+        event: Value,
+        request_id: &str,
+    ) -> Result<Value, CallbackError> {
+        let delivery = Delivery::from_event(event, request_id, self.now());
+        self.delayed_notify_delivery(delivery).await
+    }
+}
+
+fn is_http_event(event: &Value) -> bool {
+    event.get("requestContext").is_some_and(Value::is_object)
+        || event.get("httpMethod").is_some()
+        || event.get("routeKey").is_some()
+}
+
+impl Delivery {
+    pub fn from_event(event: Value, request_id: &str, received_at: DateTime<Utc>) -> Self {
+        let redacted = redact_value(&event);
+        let base = Delivery {
+            request_id: request_id.to_string(),
+            received_at,
+            kind: EventKind::Direct,
+            headers: BTreeMap::new(),
+            source_ip: None,
+            body: Body::Empty,
+            event: redacted,
+        };
+        // lambda_http panics on a body flagged base64 that is not base64: such an event takes
+        // the direct road, where the body is refused with that reason.
+        if is_http_event(&event) && !has_undecodable_base64_body(&event) {
+            if let Ok(request) = lambda_http::request::from_str(&event.to_string()) {
+                return base.with_http(request);
+            }
+        }
+        Delivery {
+            body: direct_body(event),
+            ..base
+        }
+    }
+
+    fn with_http(self, request: lambda_http::Request) -> Self {
+        let (kind, source_ip) = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(ctx)) => {
+                (EventKind::RestV1, ctx.identity.source_ip.clone())
+            }
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                (EventKind::HttpV2, ctx.http.source_ip.clone())
+            }
+            _ => (EventKind::RestV1, None),
+        };
+        let headers = redact_headers(
+            request
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+        );
+        let body = match request.into_body() {
+            lambda_http::Body::Empty => Body::Empty,
+            lambda_http::Body::Text(t) => Body::Text(t),
+            lambda_http::Body::Binary(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Body::Text(text),
+                Err(e) => Body::Binary(e.into_bytes()),
+            },
+            _ => Body::Empty,
+        };
+        Delivery {
+            kind,
+            source_ip,
+            headers,
+            body,
+            ..self
+        }
+    }
+}
+
+fn has_undecodable_base64_body(event: &Value) -> bool {
+    use base64::Engine as _;
+    event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true)
+        && event
+            .get("body")
+            .and_then(Value::as_str)
+            .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
+}
+
+fn direct_body(event: Value) -> Body {
+    let Value::Object(mut map) = event else {
+        return match event {
+            Value::String(s) if s.is_empty() => Body::Empty,
+            Value::String(s) => Body::Text(s),
+            Value::Null => Body::Empty,
+            other => Body::Text(other.to_string()),
+        };
+    };
+    match map.remove("body") {
+        // The original: event.get("body", event).
+        None => Body::Object(map),
+        Some(Value::Null) => Body::Empty,
+        Some(Value::String(s)) if s.is_empty() => Body::Empty,
+        Some(Value::String(s)) => {
+            let base64 = map.get("isBase64Encoded").and_then(Value::as_bool) == Some(true);
+            if base64 {
+                decode_base64(&s)
+            } else {
+                Body::Text(s)
+            }
+        }
+        Some(Value::Object(o)) => Body::Object(o),
+        Some(other) => Body::Text(other.to_string()),
+    }
+}
+
+fn decode_base64(text: &str) -> Body {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => Body::Text(t),
+            Err(e) => Body::Binary(e.into_bytes()),
+        },
+        // Not base64 after all: keep the text, and let validation name the problem.
+        Err(_) => Body::NotBase64(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::delivery::MAX_BODY_BYTES;
+    use crate::flows::reply::Reply;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap()
+    }
+
+    fn rest_v1(body: Value, base64: bool) -> Value {
+        json!({
+            "resource": "/wallet/callback",
+            "path": "/wallet/callback",
+            "httpMethod": "POST",
+            "headers": {"Content-Type": "application/json", "X-Api-Key": "secret-value"},
+            "multiValueHeaders": {"Content-Type": ["application/json"], "X-Api-Key": ["secret-value"]},
+            "queryStringParameters": null,
+            "requestContext": {
+                "resourcePath": "/wallet/callback", "httpMethod": "POST", "path": "/dev/wallet/callback",
+                "stage": "dev", "requestId": "r-1", "accountId": "123456789012", "apiId": "abc",
+                "identity": {"sourceIp": "203.0.113.9"}
+            },
+            "body": body,
+            "isBase64Encoded": base64
+        })
+    }
+
+    #[test]
+    fn reads_a_rest_v1_event() {
+        let d = Delivery::from_event(rest_v1(json!("{\"a\":1}"), false), "req", now());
+        assert_eq!(d.kind, EventKind::RestV1);
+        assert_eq!(d.source_ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+        assert_eq!(d.headers["x-api-key"], crate::domain::redact::REDACTED);
+        assert!(!d.event.to_string().contains("secret-value"));
+    }
+
+    #[test]
+    fn decodes_a_base64_body() {
+        // python3 -c "import base64;print(base64.b64encode(b'{\"a\":1}').decode())"
+        let d = Delivery::from_event(rest_v1(json!("eyJhIjoxfQ=="), true), "req", now());
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+    }
+
+    #[test]
+    fn reads_an_http_api_v2_event() {
+        let event = json!({
+            "version": "2.0", "routeKey": "POST /wallet/callback", "rawPath": "/wallet/callback",
+            "rawQueryString": "", "headers": {"content-type": "application/json"},
+            "requestContext": {"accountId": "1", "apiId": "a", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": "POST", "path": "/wallet/callback", "protocol": "HTTP/1.1",
+                         "sourceIp": "198.51.100.7", "userAgent": "gw"},
+                "requestId": "r", "routeKey": "POST /wallet/callback", "stage": "$default",
+                "time": "21/Nov/2026:00:00:00 +0000", "timeEpoch": 0},
+            "body": "{\"b\":2}", "isBase64Encoded": false
+        });
+        let d = Delivery::from_event(event, "req", now());
+        assert_eq!(d.kind, EventKind::HttpV2);
+        assert_eq!(d.source_ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(d.body, Body::Text("{\"b\":2}".into()));
+    }
+
+    #[test]
+    fn reads_direct_invocations_like_the_original() {
+        let text = Delivery::from_event(json!({"body": "{\"a\":1}"}), "r", now());
+        assert_eq!(text.kind, EventKind::Direct);
+        assert_eq!(text.body, Body::Text("{\"a\":1}".into()));
+        let nested = Delivery::from_event(json!({"body": {"a": 1}}), "r", now());
+        assert_eq!(nested.body_object().unwrap()["a"], 1);
+        let bare = Delivery::from_event(json!({"orderId": "1"}), "r", now());
+        assert_eq!(bare.body_object().unwrap()["orderId"], "1");
+        let empty = Delivery::from_event(json!({"body": ""}), "r", now());
+        assert_eq!(empty.body_object().unwrap_err().message, "body is empty");
+        let weird = Delivery::from_event(json!([1, 2]), "r", now());
+        assert!(weird.body_object().is_err());
+    }
+
+    #[test]
+    fn refuses_oversized_bodies_before_parsing() {
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        let d = Delivery::from_event(rest_v1(json!(big), false), "r", now());
+        let err = CallbackError::from(d.check_size().unwrap_err());
+        assert_eq!(err.status(), 413);
+        let exact = "x".repeat(MAX_BODY_BYTES);
+        assert!(
+            Delivery::from_event(rest_v1(json!(exact), false), "r", now())
+                .check_size()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_body_flagged_base64_that_is_not_is_refused_not_a_panic() {
+        // lambda_http would panic on this event; it is refused with the reason instead.
+        let d = Delivery::from_event(rest_v1(json!("not base64!"), true), "r", now());
+        assert_eq!(
+            d.body_object().unwrap_err().message,
+            "body is marked base64-encoded but is not valid base64"
+        );
+        assert_eq!(d.body_text(), ("not base64!".to_string(), "text"));
+    }
+
+    #[test]
+    fn non_utf8_bodies_are_kept_as_base64() {
+        // 0xff 0xfe is not UTF-8.
+        let d = Delivery::from_event(rest_v1(json!("//4="), true), "r", now());
+        assert_eq!(d.body, Body::Binary(vec![0xff, 0xfe]));
+        assert_eq!(d.body_text(), ("//4=".to_string(), "base64"));
+        assert_eq!(
+            d.body_object().unwrap_err().message,
+            "body is not UTF-8 text"
+        );
+    }
+
+    #[test]
+    fn reply_has_the_proxy_shape() {
+        let r = Reply::json(200, &json!({"success": true})).into_event();
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(r["headers"]["Content-Type"], "application/json");
+        assert_eq!(r["body"], "{\"success\":true}");
+    }
+}
