@@ -1,6 +1,7 @@
 //! The KBank merchant secret (`secretKey`, `skey_...`) from Secrets Manager, cached per
 //! container and read again after the refresh interval, so a rotated secret is picked up
-//! without a redeploy. The key never reaches a log line: [`SecretKey`]'s `Debug` is redacted
+//! without a redeploy; a key that was just refused (KBank 401/403, a checksum mismatch) can force
+//! one read at once ([`SecretCache::refresh_after_refusal`]). The key never reaches a log line: [`SecretKey`]'s `Debug` is redacted
 //! and errors never quote the secret's text.
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ struct Cached {
     read_at: DateTime<Utc>,
 }
 
+/// Forced reads are at most one per this long: anyone can POST a forged notify, and a flood of
+/// them must not be a flood of Secrets Manager reads (a genuine rotation is picked up by the first).
+pub const FORCED_READ_GAP: Duration = Duration::from_secs(5);
+
 /// One secret, cached.
 pub struct SecretCache {
     source: Arc<dyn SecretSource>,
@@ -44,6 +49,7 @@ pub struct SecretCache {
     name: String,
     refresh: Duration,
     cached: Mutex<Option<Cached>>,
+    forced_at: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl SecretCache {
@@ -59,6 +65,7 @@ impl SecretCache {
             name: name.into(),
             refresh,
             cached: Mutex::new(None),
+            forced_at: Mutex::new(None),
         }
     }
 
@@ -99,6 +106,45 @@ impl SecretCache {
                 }
                 None => Err(e),
             },
+        }
+    }
+}
+
+impl SecretCache {
+    /// `used` was refused (KBank 401/403, a checksum that does not match): the secret may have
+    /// been rotated. Reads it again at once (at most once per [`FORCED_READ_GAP`]) and returns the
+    /// key to try again with when it differs from `used`; `None` when there is no other key.
+    pub async fn refresh_after_refusal(
+        &self,
+        used: &SecretKey,
+    ) -> Result<Option<Arc<SecretKey>>, SecretError> {
+        let mut cached = self.cached.lock().await;
+        // Another request may have read the rotated key already.
+        if let Some(c) = cached.as_ref() {
+            if c.key.as_ref() != used {
+                return Ok(Some(c.key.clone()));
+            }
+        }
+        let now = self.clock.now();
+        {
+            let mut forced_at = self.forced_at.lock().await;
+            let gap = chrono::Duration::from_std(FORCED_READ_GAP).unwrap_or_default();
+            if forced_at.is_some_and(|at| now.signed_duration_since(at) < gap) {
+                return Ok(None);
+            }
+            *forced_at = Some(now);
+        }
+        let text = self.source.secret_string(&self.name).await?;
+        let key = Arc::new(parse_secret(&self.name, &text)?);
+        *cached = Some(Cached {
+            key: key.clone(),
+            read_at: now,
+        });
+        if key.as_ref() == used {
+            Ok(None)
+        } else {
+            tracing::info!(secret = %self.name, "the secret was rotated; using the new key");
+            Ok(Some(key))
         }
     }
 }
@@ -178,5 +224,40 @@ mod tests {
             format!("{:?}", SecretKey::new("skey_x")),
             "SecretKey([REDACTED])"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_forces_one_read_of_a_rotated_secret() {
+        // Given a cached key, and the secret rotated in Secrets Manager
+        let (aws, clock, cache) = setup();
+        let old = cache.get().await.unwrap();
+        aws.set_secret("kbank-dev", r#"{"secretKey": "skey_test_two"}"#);
+        // When the old key is refused, well within the refresh interval
+        clock.advance(chrono::Duration::seconds(1));
+        let new = cache.refresh_after_refusal(&old).await.unwrap();
+        // Then the rotated key is read at once and served from now on
+        assert_eq!(new.unwrap().expose(), "skey_test_two");
+        assert_eq!(cache.get().await.unwrap().expose(), "skey_test_two");
+        assert_eq!(aws.secret_reads(), 2);
+        // A second request refused with the old key gets the new one without another read
+        let again = cache.refresh_after_refusal(&old).await.unwrap();
+        assert_eq!(again.unwrap().expose(), "skey_test_two");
+        assert_eq!(aws.secret_reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn forged_refusals_force_at_most_one_read_per_gap() {
+        let (aws, clock, cache) = setup();
+        let key = cache.get().await.unwrap();
+        // The key is right; forged checksums keep failing against it.
+        assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
+        for _ in 0..20 {
+            clock.advance(chrono::Duration::milliseconds(100));
+            assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
+        }
+        assert_eq!(aws.secret_reads(), 2, "one forced read in 2 s");
+        clock.advance(chrono::Duration::seconds(5));
+        assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
+        assert_eq!(aws.secret_reads(), 3);
     }
 }
