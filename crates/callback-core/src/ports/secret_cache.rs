@@ -1,4 +1,6 @@
-//! The KBank merchant secret (`secretKey`, `skey_...`) from Secrets Manager, cached per
+//! A Secrets Manager secret, cached per container: the KBank merchant secret (`secretKey`,
+//! `skey_...`, [`SecretCache::new`]) or a secret of another shape read by its own parser
+//! ([`SecretCache::with_parser`]: the callback signing keys). Cached per
 //! container and read again after the refresh interval, so a rotated secret is picked up
 //! without a redeploy; a key that was just refused (KBank 401/403, a checksum mismatch) can force
 //! one read at once ([`SecretCache::refresh_after_refusal`]). The key never reaches a log line: [`SecretKey`]'s `Debug` is redacted
@@ -33,8 +35,11 @@ pub fn parse_secret(name: &str, text: &str) -> Result<SecretKey, SecretError> {
     }
 }
 
-struct Cached {
-    key: Arc<SecretKey>,
+/// Reads a secret's text into its value; errors name the secret, never quote its text.
+pub type SecretParser<T> = fn(name: &str, text: &str) -> Result<T, SecretError>;
+
+struct Cached<T> {
+    key: Arc<T>,
     read_at: DateTime<Utc>,
 }
 
@@ -42,28 +47,44 @@ struct Cached {
 /// them must not be a flood of Secrets Manager reads (a genuine rotation is picked up by the first).
 pub const FORCED_READ_GAP: Duration = Duration::from_secs(5);
 
-/// One secret, cached.
-pub struct SecretCache {
+/// One secret, cached: by default the KBank [`SecretKey`].
+pub struct SecretCache<T = SecretKey> {
     source: Arc<dyn SecretSource>,
     clock: Arc<dyn Clock>,
     name: String,
     refresh: Duration,
-    cached: Mutex<Option<Cached>>,
+    parse: SecretParser<T>,
+    cached: Mutex<Option<Cached<T>>>,
     forced_at: Mutex<Option<DateTime<Utc>>>,
 }
 
-impl SecretCache {
+impl SecretCache<SecretKey> {
+    /// The KBank secret (`secretKey`).
     pub fn new(
         source: Arc<dyn SecretSource>,
         clock: Arc<dyn Clock>,
         name: impl Into<String>,
         refresh: Duration,
     ) -> Self {
+        SecretCache::with_parser(source, clock, name, refresh, parse_secret)
+    }
+}
+
+impl<T: Send + Sync + PartialEq> SecretCache<T> {
+    /// A secret read by `parse` (its JSON shape is the parser's business).
+    pub fn with_parser(
+        source: Arc<dyn SecretSource>,
+        clock: Arc<dyn Clock>,
+        name: impl Into<String>,
+        refresh: Duration,
+        parse: SecretParser<T>,
+    ) -> Self {
         SecretCache {
             source,
             clock,
             name: name.into(),
             refresh,
+            parse,
             cached: Mutex::new(None),
             forced_at: Mutex::new(None),
         }
@@ -76,7 +97,7 @@ impl SecretCache {
     /// The key: the cached one while it is younger than the refresh interval, else read again.
     /// A failed refresh keeps serving the previous key (logged): a Secrets Manager blip must not
     /// stop payments, and the next call tries again.
-    pub async fn get(&self) -> Result<Arc<SecretKey>, SecretError> {
+    pub async fn get(&self) -> Result<Arc<T>, SecretError> {
         // One reader at a time: concurrent requests in a container wait for the same read.
         let mut cached = self.cached.lock().await;
         let now = self.clock.now();
@@ -88,7 +109,7 @@ impl SecretCache {
         }
         let read = async {
             let text = self.source.secret_string(&self.name).await?;
-            parse_secret(&self.name, &text)
+            (self.parse)(&self.name, &text)
         };
         match read.await {
             Ok(key) => {
@@ -110,14 +131,11 @@ impl SecretCache {
     }
 }
 
-impl SecretCache {
+impl<T: Send + Sync + PartialEq> SecretCache<T> {
     /// `used` was refused (KBank 401/403, a checksum that does not match): the secret may have
     /// been rotated. Reads it again at once (at most once per [`FORCED_READ_GAP`]) and returns the
     /// key to try again with when it differs from `used`; `None` when there is no other key.
-    pub async fn refresh_after_refusal(
-        &self,
-        used: &SecretKey,
-    ) -> Result<Option<Arc<SecretKey>>, SecretError> {
+    pub async fn refresh_after_refusal(&self, used: &T) -> Result<Option<Arc<T>>, SecretError> {
         let mut cached = self.cached.lock().await;
         // Another request may have read the rotated key already.
         if let Some(c) = cached.as_ref() {
@@ -135,7 +153,7 @@ impl SecretCache {
             *forced_at = Some(now);
         }
         let text = self.source.secret_string(&self.name).await?;
-        let key = Arc::new(parse_secret(&self.name, &text)?);
+        let key = Arc::new((self.parse)(&self.name, &text)?);
         *cached = Some(Cached {
             key: key.clone(),
             read_at: now,
@@ -210,6 +228,38 @@ mod tests {
         aws.set_secret("kbank-dev", "not json");
         clock.advance(chrono::Duration::seconds(301));
         assert_eq!(cache.get().await.unwrap().expose(), "skey_test_one");
+    }
+
+    #[tokio::test]
+    async fn another_secret_shape_is_cached_the_same_way() {
+        // Given a secret of another shape, read by its own parser
+        fn names(name: &str, text: &str) -> Result<Vec<String>, SecretError> {
+            serde_json::from_str(text).map_err(|_| SecretError {
+                name: name.to_string(),
+                message: "not a list".to_string(),
+            })
+        }
+        let (aws, clock, _) = setup();
+        aws.set_secret("other", r#"["a", "b"]"#);
+        let cache = SecretCache::with_parser(
+            aws.clone(),
+            clock.clone(),
+            "other",
+            Duration::from_secs(300),
+            names,
+        );
+        // Then it is parsed by that parser and read once per interval
+        assert_eq!(*cache.get().await.unwrap(), ["a", "b"]);
+        aws.set_secret("other", r#"["c"]"#);
+        assert_eq!(*cache.get().await.unwrap(), ["a", "b"]);
+        clock.advance(chrono::Duration::seconds(300));
+        assert_eq!(*cache.get().await.unwrap(), ["c"]);
+        assert_eq!(aws.secret_reads(), 2);
+        // and a refused value forces one read at once, like the KBank key's
+        aws.set_secret("other", r#"["d"]"#);
+        let used = cache.get().await.unwrap();
+        let fresh = cache.refresh_after_refusal(&used).await.unwrap().unwrap();
+        assert_eq!(*fresh, ["d"]);
     }
 
     #[tokio::test]
