@@ -55,8 +55,17 @@ pub struct Delivery {
     pub headers: BTreeMap<String, String>,
     pub source_ip: Option<String>,
     pub body: Body,
-    /// The whole event, redacted: what goes into records and the error log.
+    /// The whole event, redacted: what goes into records and the error log. For a replay, the
+    /// event inside the envelope.
     pub event: Value,
+    /// An operator's replay (the envelope of notes/REPLAY_ENVELOPE.md, honoured only on a direct
+    /// invoke): the original inbox entry's `receivedAt#requestId`.
+    pub replay_of: Option<String>,
+    /// The original's `signatureVerified` as the replay envelope states it: a replay whose
+    /// original was verified counts as verified (its timestamp is stale by design).
+    pub replay_verified: bool,
+    /// Who ran the replay.
+    pub replay_operator: Option<String>,
 }
 
 /// A body over [`MAX_BODY_BYTES`].

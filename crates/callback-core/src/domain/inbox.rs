@@ -85,6 +85,13 @@ pub struct InboxEntry {
     pub outcome: InboxOutcome,
     /// Epoch seconds after which DynamoDB may delete the entry.
     pub ttl: i64,
+    /// Whether the callback's signature (SPEC 4.5) was verified; `None` where nothing is signed.
+    pub signature_verified: Option<bool>,
+    /// A replay's original entry (`receivedAt#requestId`): a replay is a new entry, never an
+    /// overwrite of the original.
+    pub replay_of: Option<String>,
+    /// Who ran the replay.
+    pub replay_operator: Option<String>,
 }
 
 impl InboxEntry {
@@ -110,6 +117,9 @@ impl InboxEntry {
             source_ip: delivery.source_ip.clone(),
             outcome: InboxOutcome::Received,
             ttl: delivery.received_at.timestamp() + ttl_seconds as i64,
+            signature_verified: None,
+            replay_of: delivery.replay_of.clone(),
+            replay_operator: delivery.replay_operator.clone(),
         }
     }
 
@@ -131,7 +141,12 @@ impl InboxEntry {
             .unicode_opt("sourceIp", self.source_ip.clone())
             .unicode("outcome", self.outcome.name())
             .unicode_opt("error", self.outcome.error())
-            .integer("ttl", self.ttl);
+            .integer("ttl", self.ttl)
+            .unicode_opt("replayOf", self.replay_of.clone())
+            .unicode_opt("replayOperator", self.replay_operator.clone());
+        if let Some(verified) = self.signature_verified {
+            b = b.boolean("signatureVerified", verified);
+        }
         if let Some(status) = self.outcome.status() {
             b = b.integer("status", status.into());
         }
@@ -171,6 +186,12 @@ impl InboxEntry {
                 .number_opt("ttl")?
                 .and_then(|n| n.as_i64())
                 .unwrap_or_default(),
+            signature_verified: match item.get("signatureVerified") {
+                Some(_) => Some(r.boolean("signatureVerified")?),
+                None => None,
+            },
+            replay_of: r.unicode_opt("replayOf")?.map(String::from),
+            replay_operator: r.unicode_opt("replayOperator")?.map(String::from),
         })
     }
 }
@@ -199,6 +220,40 @@ mod tests {
         };
         let back = InboxEntry::from_item(&e.to_item()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_replay_is_marked_on_its_entry() {
+        let mut d = Delivery::from_event(json!({"body": "{}"}), "req-2", Utc::now());
+        d.replay_of = Some("2026-11-21T01:02:03#req-9".into());
+        d.replay_operator = Some("alice".into());
+        let mut e = InboxEntry::received(&d, "walletcallback", Some("1"), 60);
+        e.signature_verified = Some(false);
+        let item = e.to_item();
+        assert_eq!(
+            item["replayOf"],
+            crate::domain::item::Attr::S("2026-11-21T01:02:03#req-9".into())
+        );
+        assert_eq!(
+            item["replayOperator"],
+            crate::domain::item::Attr::S("alice".into())
+        );
+        assert_eq!(
+            item["signatureVerified"],
+            crate::domain::item::Attr::Bool(false)
+        );
+        assert_eq!(InboxEntry::from_item(&item).unwrap(), e);
+        // An entry of an unsigned kind (notify) has none of them.
+        let plain = InboxEntry::received(
+            &Delivery::from_event(json!({"body": "{}"}), "r", Utc::now()),
+            "notify",
+            None,
+            60,
+        );
+        let item = plain.to_item();
+        for name in ["replayOf", "replayOperator", "signatureVerified"] {
+            assert!(!item.contains_key(name), "{name}");
+        }
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! decodes base64 bodies. Anything else is a direct invocation: `{"body": "<json text>"}`,
 //! `{"body": {...}}` or the callback object itself, as the original accepted.
 //! Reading an event never fails: what cannot be understood becomes a body that fails validation.
+//!
+//! An operator's replay (`payment3 replay`, notes/REPLAY_ENVELOPE.md) arrives as a direct invoke
+//! `{"payment3Replay": {"delivery", "verified", "operator"}, "event": {...}}`: the event inside is
+//! read as any delivery and marked as a replay. Only a non-HTTP event is read as an envelope: an
+//! API Gateway or function-URL event always has `requestContext` at top level, so nobody on the
+//! public route can send one; the Invoke API that can is IAM-guarded.
 
 use std::collections::BTreeMap;
 
@@ -50,8 +56,64 @@ fn is_http_event(event: &Value) -> bool {
         || event.get("routeKey").is_some()
 }
 
+/// The envelope key of an operator's replay.
+pub const REPLAY_ENVELOPE: &str = "payment3Replay";
+
+/// What the envelope says about the replay.
+struct ReplayMark {
+    of: String,
+    verified: bool,
+    operator: Option<String>,
+}
+
+/// Splits a replay envelope into its mark and the event inside; `None` when `event` is not one
+/// (an HTTP event never is). An envelope without a `delivery` string or an `event` object is not
+/// one either: it is read as a direct invoke, whose body then fails validation.
+fn unwrap_replay(event: &mut Value) -> Option<ReplayMark> {
+    if is_http_event(event) {
+        return None;
+    }
+    let map = event.as_object_mut()?;
+    let mark = map.get(REPLAY_ENVELOPE)?.as_object()?;
+    let of = mark
+        .get("delivery")
+        .and_then(Value::as_str)
+        .filter(|d| !d.trim().is_empty())?
+        .to_string();
+    // Anything but a JSON `true` is unverified: the signature is then checked as usual.
+    let verified = mark.get("verified").and_then(Value::as_bool) == Some(true);
+    let operator = mark
+        .get("operator")
+        .and_then(Value::as_str)
+        .map(|o| o.chars().take(256).collect::<String>());
+    if !map.get("event").is_some_and(Value::is_object) {
+        return None;
+    }
+    let inner = map.remove("event")?;
+    *event = inner;
+    Some(ReplayMark {
+        of,
+        verified,
+        operator,
+    })
+}
+
 impl Delivery {
-    pub fn from_event(event: Value, request_id: &str, received_at: DateTime<Utc>) -> Self {
+    pub fn from_event(mut event: Value, request_id: &str, received_at: DateTime<Utc>) -> Self {
+        let replay = unwrap_replay(&mut event);
+        let delivery = Delivery::read(event, request_id, received_at);
+        match replay {
+            Some(mark) => Delivery {
+                replay_of: Some(mark.of),
+                replay_verified: mark.verified,
+                replay_operator: mark.operator,
+                ..delivery
+            },
+            None => delivery,
+        }
+    }
+
+    fn read(event: Value, request_id: &str, received_at: DateTime<Utc>) -> Self {
         let redacted = redact_value(&event);
         let base = Delivery {
             request_id: request_id.to_string(),
@@ -61,6 +123,9 @@ impl Delivery {
             source_ip: None,
             body: Body::Empty,
             event: redacted,
+            replay_of: None,
+            replay_verified: false,
+            replay_operator: None,
         };
         // lambda_http panics on a body flagged base64 that is not base64: such an event takes
         // the direct road, where the body is refused with that reason.
@@ -273,6 +338,66 @@ mod tests {
             d.body_object().unwrap_err().message,
             "body is not UTF-8 text"
         );
+    }
+
+    fn envelope(verified: Value) -> Value {
+        json!({
+            "payment3Replay": {"delivery": "2026-11-20T10:00:00#orig-1", "verified": verified,
+                               "operator": "alice"},
+            "event": rest_v1(json!("{\"a\":1}"), false)
+        })
+    }
+
+    #[test]
+    fn a_replay_envelope_is_unwrapped_and_marked() {
+        // Given an operator's replay of a stored delivery, sent through the Invoke API
+        let d = Delivery::from_event(envelope(json!(true)), "req-new", now());
+        // Then the event inside is read as the delivery it was, marked as a replay
+        assert_eq!(d.kind, EventKind::RestV1);
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+        assert_eq!(d.source_ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(d.replay_of.as_deref(), Some("2026-11-20T10:00:00#orig-1"));
+        assert!(d.replay_verified);
+        assert_eq!(d.replay_operator.as_deref(), Some("alice"));
+        assert_eq!(d.request_id, "req-new");
+        assert!(d.event.get(REPLAY_ENVELOPE).is_none());
+        // Anything but true is unverified
+        for verified in [json!(false), json!("true"), json!(null), json!(1)] {
+            let d = Delivery::from_event(envelope(verified.clone()), "r", now());
+            assert!(d.replay_of.is_some());
+            assert!(!d.replay_verified, "{verified}");
+        }
+    }
+
+    #[test]
+    fn nobody_on_the_public_route_can_send_a_replay_envelope() {
+        // An HTTP event carrying the envelope keys is an HTTP event: no replay mark.
+        let mut event = rest_v1(json!("{\"a\":1}"), false);
+        event[REPLAY_ENVELOPE] = json!({"delivery": "x#y", "verified": true});
+        event["event"] = rest_v1(json!("{\"b\":2}"), false);
+        let d = Delivery::from_event(event, "r", now());
+        assert_eq!(d.replay_of, None);
+        assert!(!d.replay_verified);
+        assert_eq!(d.body, Body::Text("{\"a\":1}".into()));
+        // A plain direct invoke is no replay either.
+        let d = Delivery::from_event(json!({"body": "{}"}), "r", now());
+        assert_eq!(d.replay_of, None);
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_not_a_replay() {
+        for event in [
+            json!({"payment3Replay": {"verified": true}, "event": rest_v1(json!("{}"), false)}),
+            json!({"payment3Replay": {"delivery": "", "verified": true}, "event": {}}),
+            json!({"payment3Replay": {"delivery": "x#y", "verified": true}, "event": "text"}),
+            json!({"payment3Replay": "x#y", "event": {}}),
+        ] {
+            let d = Delivery::from_event(event.clone(), "r", now());
+            assert_eq!(d.replay_of, None, "{event}");
+            assert!(!d.replay_verified);
+            // It is read as a direct invoke, whose body is the envelope: validation refuses it.
+            assert_eq!(d.kind, EventKind::Direct);
+        }
     }
 
     #[test]
