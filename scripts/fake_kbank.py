@@ -14,6 +14,7 @@ and an admin API for the stack and the tests (no key):
     GET  /_admin/charges              every charge held
     GET  /_admin/requests             every inquiry received (method, path, chargeId, key ok, status)
     PUT  /_admin/fail                 {"status": 503, "count": 2}: answer the next `count` inquiries with `status`
+    a charge's "_answer_status": 503  answer every inquiry about that charge with 503 until it is set to null
 
 Run: python scripts/fake_kbank.py --port 0 --secret-key skey_... [--charges charges.json]
 Prints "listening on http://127.0.0.1:<port>" once it accepts connections.
@@ -126,6 +127,8 @@ class Handler(BaseHTTPRequestHandler):
         elif charge is None:
             status, body = 404, {"object": "error", "code": "not_found",
                                  "message": f"charge {charge_id} not found"}
+        elif charge.get("_answer_status"):
+            status, body = int(charge["_answer_status"]), {"object": "error", "code": "injected_failure"}
         else:
             status, body = 200, charge
         with state.lock:

@@ -23,6 +23,12 @@ Served:
   (a function error or malformed response is 502 `{"message": "Internal server error"}`, as
   API Gateway answers). Other paths: 403 `{"message": "Missing Authentication Token"}`, as API Gateway.
 - `GET /_local/pending`: how many Event invokes have not finished their last run.
+- `--alias NAME BINARY`: the Invoke API also answers to the deployed function names
+  (`payment3-wallet-callback-<branch>`), as the operator tool (crates/cli) invokes them.
+- `--on-failure BINARY QUEUE`: an Event invoke of BINARY that failed its last retry is sent to the
+  SQS queue QUEUE (on --aws-endpoint) as Lambda's on-failure destination sends it: the invocation
+  record {version, timestamp, requestContext {requestId, functionArn, condition,
+  approximateInvokeCount}, requestPayload, responseContext, responsePayload}.
 
 Every invoke and every background run is appended to --log (JSON lines), which is how the
 end-to-end tests count dispatches:
@@ -54,8 +60,14 @@ INVOKE_SUFFIX = "/invocations"
 
 class Front:
     def __init__(self, upstream: str, log_path: str, retries: int, retry_delay: float, timeout: float,
-                 routes: list[tuple[str, str, str]]):
+                 routes: list[tuple[str, str, str]], aliases: dict[str, str] | None = None,
+                 on_failure: dict[str, str] | None = None, aws_endpoint: str | None = None,
+                 region: str = "ap-southeast-1"):
         self.routes = {(method.upper(), path): binary for method, path, binary in routes}
+        self.aliases = aliases or {}
+        self.on_failure = on_failure or {}
+        self.aws_endpoint = aws_endpoint
+        self.region = region
         self.upstream = upstream.rstrip("/")
         self.log_path = log_path
         self.retries = retries
@@ -71,6 +83,7 @@ class Front:
 
     def call(self, function: str, payload: bytes) -> tuple[int, dict, bytes]:
         """One synchronous run through watch: (status, headers, body); 599 when unreachable."""
+        function = self.aliases.get(function, function)
         url = f"{self.upstream}{INVOKE_PREFIX}{function}{INVOKE_SUFFIX}"
         req = urllib.request.Request(url, data=payload, method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -90,6 +103,7 @@ class Front:
                 self.pending -= 1
 
     def _run_event(self, invoke_id: str, function: str, payload: bytes) -> None:
+        body = b""
         for attempt in range(1 + self.retries):
             if attempt:
                 time.sleep(self.retry_delay * attempt)
@@ -102,8 +116,42 @@ class Front:
                       "started": started, "finished": time.time()})
             if not failed:
                 return
-        sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {1 + self.retries} times; dropped "
-                         "(Lambda would send it to the on-failure destination)\n")
+        queue = self.on_failure.get(self.aliases.get(function, function))
+        if queue is None:
+            sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {1 + self.retries} times; dropped "
+                             "(no on-failure destination)\n")
+            return
+        self.send_to_destination(queue, invoke_id, function, payload, body, 1 + self.retries)
+
+    def send_to_destination(self, queue: str, invoke_id: str, function: str, payload: bytes, response: bytes,
+                            attempts: int) -> None:
+        """Lambda's on-failure destination: the invocation record, sent to an SQS queue."""
+        import boto3
+
+        def as_json(raw: bytes):
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return raw.decode(errors="replace")
+
+        record = {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestContext": {
+                "requestId": invoke_id,
+                "functionArn": f"arn:aws:lambda:{self.region}:123456789012:function:{function}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": as_json(payload),
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": as_json(response),
+        }
+        sqs = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                    region_name=self.region).client("sqs", endpoint_url=self.aws_endpoint)
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {attempts} times; sent to {queue}\n")
 
 
 def rest_event(method: str, path: str, query: str, headers, body: bytes, source_ip: str) -> dict:
@@ -271,8 +319,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="longest run of one function")
     parser.add_argument("--route", nargs=3, action="append", default=[], metavar=("METHOD", "PATH", "BINARY"),
                         help="an API route and the function binary behind it (repeatable)")
+    parser.add_argument("--alias", nargs=2, action="append", default=[], metavar=("NAME", "BINARY"),
+                        help="a deployed function name the Invoke API resolves to a binary (repeatable)")
+    parser.add_argument("--on-failure", nargs=2, action="append", default=[], metavar=("BINARY", "QUEUE"),
+                        help="the SQS queue a finally-failed Event invoke of BINARY goes to (repeatable)")
+    parser.add_argument("--aws-endpoint", help="the local AWS (moto) holding the on-failure queues")
+    parser.add_argument("--region", default="ap-southeast-1")
     args = parser.parse_args()
-    Handler.front = Front(args.upstream, args.log, args.retries, args.retry_delay, args.timeout, args.route)
+    Handler.front = Front(args.upstream, args.log, args.retries, args.retry_delay, args.timeout, args.route,
+                          dict(args.alias), dict(args.on_failure), args.aws_endpoint, args.region)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     host, port = server.server_address[:2]

@@ -197,6 +197,45 @@ def api_routes(template: dict) -> list[Route]:
     return sorted(routes, key=lambda r: (r.path, r.method))
 
 
+def queue_names(template: dict, branch: str) -> dict[str, str]:
+    """Every AWS::SQS::Queue of the template: logical id -> QueueName (FunctionNameSuffix "")."""
+    params = {"Branch": branch, "FunctionNameSuffix": ""}
+    return {
+        logical_id: _sub(resource["Properties"]["QueueName"], params)
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::SQS::Queue"
+    }
+
+
+@dataclass
+class FunctionSpec:
+    name: str  # the deployed name, payment3-<name>-<branch>
+    binary: str  # what cargo lambda watch runs
+    on_failure_queue: str | None  # the QueueName of its async on-failure destination
+
+
+def function_specs(template: dict, branch: str) -> list[FunctionSpec]:
+    """Every function with a binary: its deployed name and its on-failure queue, if any."""
+    params = {"Branch": branch, "FunctionNameSuffix": ""}
+    queues = queue_names(template, branch)
+    specs = []
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = (resource.get("Metadata") or {}).get("BuildProperties", {}).get("Binary")
+        props = resource.get("Properties") or {}
+        if not binary or "FunctionName" not in props:
+            continue
+        destination = (((props.get("EventInvokeConfig") or {}).get("DestinationConfig") or {})
+                       .get("OnFailure") or {})
+        queue = None
+        target = destination.get("Destination")
+        if destination.get("Type") == "SQS" and isinstance(target, dict) and "Fn::GetAtt" in target:
+            queue = queues.get(target["Fn::GetAtt"][0])
+        specs.append(FunctionSpec(_sub(props["FunctionName"], params), binary, queue))
+    return specs
+
+
 # ------------------------------------------------------------------------- processes
 
 
@@ -401,6 +440,7 @@ class Stack:
                 self.build()
             self.start_aws(replay=False)
             self.create_tables()
+            self.create_queues()
             self.seed()
             self._start_kbank()
             self._start_watch()
@@ -437,6 +477,28 @@ class Stack:
                     TableName=spec.create["TableName"],
                     TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
                 )
+
+    def create_queues(self) -> None:
+        """The template's SQS queues (the failed-events queue: async invokes that failed every retry)."""
+        sqs = self.boto("sqs")
+        for name in queue_names(self.template, self.branch).values():
+            sqs.create_queue(QueueName=name)
+
+    def queue_url(self, logical_id: str = "FailedEventsQueue") -> str:
+        name = queue_names(self.template, self.branch)[logical_id]
+        return self.boto("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment `payment3` (crates/cli) needs against this stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.urls["moto"],
+            "AWS_ENDPOINT_URL_LAMBDA": self.urls["gateway"],
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PAYMENT3_BRANCH": self.branch,
+        }
 
     def seed(self) -> None:
         ses = self.boto("ses")
@@ -495,6 +557,13 @@ class Stack:
                 "--upstream", self.urls["watch"], "--log", str(self.invoke_log), "--retry-delay", "1"]
         for route in self.routes:
             args += ["--route", route.method, route.path, route.binary]
+        # Deployed names resolve to the binaries (the operator tool invokes by deployed name), and a
+        # finally-failed Event invoke goes to its on-failure queue, as Lambda's destination does.
+        args += ["--aws-endpoint", self.urls["moto"], "--region", REGION]
+        for spec in function_specs(self.template, self.branch):
+            args += ["--alias", spec.name, spec.binary]
+            if spec.on_failure_queue:
+                args += ["--on-failure", spec.binary, spec.on_failure_queue]
         service = self._spawn("gateway", args)
         wait_for_port(self.ports.gateway, service.proc, 30, "local gateway", service.log)
 
