@@ -18,11 +18,10 @@ use crate::error::CliError;
 /// The error log's index on `orderId` (template.yaml `CallbackErrorLogTable`).
 pub const ERROR_LOG_ORDER_INDEX: &str = "orderId-index";
 
-/// An inbox entry with the attributes newer writers add (`signatureVerified`, `replayOf`, ...).
+/// One inbox entry as stored (with `signatureVerified`, `replayOf` where written).
 #[derive(Clone, Debug)]
 pub struct StoredDelivery {
     pub entry: InboxEntry,
-    pub item: Item,
 }
 
 /// What the error log could tell.
@@ -94,7 +93,7 @@ impl Context {
             .into_iter()
             .map(|item| {
                 let entry = InboxEntry::from_item(&item).map_err(|e| undecodable(table, e))?;
-                Ok(StoredDelivery { entry, item })
+                Ok(StoredDelivery { entry })
             })
             .collect()
     }

@@ -341,7 +341,7 @@ pub async fn run(ctx: &Context, o: Options<'_>) -> Result<(), CliError> {
 mod tests {
     use super::*;
     use crate::trace::LedgerFacts;
-    use callback_core::{Attr, InboxEntry};
+    use callback_core::InboxEntry;
     use std::collections::BTreeMap;
 
     fn delivery(
@@ -361,12 +361,11 @@ mod tests {
             source_ip: Some("203.0.113.9".into()),
             outcome,
             ttl: 0,
+            signature_verified: verified,
+            replay_of: None,
+            replay_operator: None,
         };
-        let mut item = entry.to_item();
-        if let Some(v) = verified {
-            item.insert("signatureVerified".into(), Attr::Bool(v));
-        }
-        StoredDelivery { entry, item }
+        StoredDelivery { entry }
     }
 
     fn paid() -> Gathered {
@@ -418,10 +417,7 @@ mod tests {
             InboxOutcome::Dispatched,
             Some(true),
         );
-        replay.item.insert(
-            "replayOf".into(),
-            Attr::S("2026-11-30T07:00:01#req-2026-11-30T07:00:01".into()),
-        );
+        replay.entry.replay_of = Some("2026-11-30T07:00:01#req-2026-11-30T07:00:01".into());
         g.deliveries.push(replay);
         let all = candidates(&g);
         let chosen = select(&all, None, false).unwrap();

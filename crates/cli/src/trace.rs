@@ -17,7 +17,7 @@ use callback_core::domain::error_log::ErrorLogEntry;
 use callback_core::domain::ledger::{PaidOrderState, PaidOrderStatus};
 use callback_core::domain::record::CallbackRecord;
 use callback_core::flows::paid::Order;
-use callback_core::{Attr, InboxOutcome, Item, ItemReader};
+use callback_core::{Attr, InboxOutcome, Item};
 use serde::Serialize;
 
 use crate::context::Context;
@@ -113,10 +113,10 @@ pub enum Signature {
 
 impl Signature {
     pub fn of(d: &StoredDelivery) -> Self {
-        match d.item.get("signatureVerified") {
-            Some(Attr::Bool(true)) => Signature::Verified,
-            Some(Attr::Bool(false)) => Signature::Unverified,
-            _ => Signature::NotRecorded,
+        match d.entry.signature_verified {
+            Some(true) => Signature::Verified,
+            Some(false) => Signature::Unverified,
+            None => Signature::NotRecorded,
         }
     }
 
@@ -132,12 +132,10 @@ impl Signature {
     }
 }
 
-/// The replay attributes of an inbox entry (`replayOf`, `replayOperator`).
+/// The replay marks of an inbox entry (`replayOf`, `replayOperator`).
 pub fn replay_of(d: &StoredDelivery) -> Option<(String, Option<String>)> {
-    let r = ItemReader(&d.item);
-    let of = r.unicode_opt("replayOf").ok().flatten()?;
-    let by = r.unicode_opt("replayOperator").ok().flatten();
-    Some((of.to_string(), by.map(String::from)))
+    let of = d.entry.replay_of.clone()?;
+    Some((of, d.entry.replay_operator.clone()))
 }
 
 /// Everything read for one order, before it is put in order.
