@@ -160,6 +160,23 @@ def test_trace_of_a_rejected_callback_says_why_it_failed(stack):
     assert trace["ledger"] is None
 
 
+def test_trace_of_a_payment_process_paid_refused_names_the_error_from_the_error_log(stack):
+    # Given a wallet success whose amount is not the order's total: process-paid refuses it
+    order_id = new_order_id()
+    stack.put_order(order_id, "2339.0")
+    status, _, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_cli_short", amount=1.0))
+    assert status == 200, body
+    stack.wait_idle()
+
+    trace = trace_json(stack, order_id)
+
+    # Then the error log entry is found through its orderId-index and the verdict names it
+    errors = [e for e in trace["timeline"] if e["source"] == "error log"]
+    assert errors, trace["timeline"]
+    assert trace["verdict"]["kind"] == "failed", trace["verdict"]
+    assert trace["verdict"]["text"].startswith("failed because processpaidwalletorder: "), trace["verdict"]
+
+
 def test_trace_of_an_order_no_gateway_called_for_says_never_reached_us(stack):
     # Given an order the shop created, for which no gateway ever called
     order_id = new_order_id()
@@ -255,3 +272,90 @@ def test_redrive_empties_the_queue_of_an_event_that_now_succeeds_and_keeps_one_t
     assert stack.get("paid-order", orderId=fixed_order)["status"] == "PAID"
     assert stack.get("paid-order", orderId=broken_order) is None
     stack.set_charge(broken_charge, _answer_status=None)  # leave nothing failing for other tests
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def inbox_of(stack, key: str) -> list[dict]:
+    table = stack.dynamodb_resource().Table(stack.table("callback-inbox"))
+    return table.query(KeyConditionExpression="orderId = :o", ExpressionAttributeValues={":o": key},
+                       ConsistentRead=True)["Items"]
+
+
+def paid_notices(stack, order_id: str) -> list[dict]:
+    return [m for m in stack.sent_emails() if m.get("source") == local_stack.NOTICE_FROM and order_id in json.dumps(m)]
+
+
+def test_replaying_a_paid_delivery_changes_nothing_however_often(stack):
+    # Given an order paid through the wallet callback, its one delivery in the inbox
+    order_id = new_order_id()
+    stack.put_order(order_id, "2339.0")
+    status, _, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_cli_replay"))
+    assert status == 200, body
+    stack.wait_idle()
+    [original] = inbox_of(stack, order_id)
+    key = original["receivedAt#requestId"]
+    ledger = stack.get("paid-order", orderId=order_id)
+    order = stack.get("order-table", orderId=order_id)
+    record = stack.get("wallet-callback-record", orderId=order_id)
+    notices = len(paid_notices(stack, order_id))
+    assert ledger["status"] == "PAID" and notices == 1
+
+    # When the operator asks for a replay without --force: the delivery carries no verified
+    # signature, so nothing is replayed, and the listing says why
+    run = payment3(stack, "replay", order_id)
+    assert run.returncode == 4, (run.stdout, run.stderr)
+    assert key in run.stdout and "needs --force" in run.stdout
+    # A dry run with --force says what it would do, and invokes nothing
+    since = stack.invoke_log_position()
+    run = payment3(stack, "replay", order_id, "--force")
+    assert run.returncode == 0, run.stderr
+    assert "payment3-wallet-callback-local" in run.stdout and "already PAID" in run.stdout
+    assert "dry run" in run.stdout and stack.invocations(since=since) == []
+    assert len(inbox_of(stack, order_id)) == 1
+
+    # When it is replayed twice, for real
+    for _ in range(2):
+        run = payment3(stack, "replay", order_id, "--delivery", key, "--yes", "--force", "--operator", "e2e-operator")
+        assert run.returncode == 0, (run.stdout, run.stderr)
+        assert f"replayed {key} -> payment3-wallet-callback-local: 200" in run.stdout
+        stack.wait_idle()
+
+    # Then each replay is a new inbox entry marked as a replay of the original, which is untouched
+    entries = inbox_of(stack, order_id)
+    assert len(entries) == 3
+    replays = [e for e in entries if e.get("replayOf")]
+    assert [e["replayOf"] for e in replays] == [key, key]
+    assert {e["replayOperator"] for e in replays} == {"e2e-operator"}
+    assert [e for e in entries if not e.get("replayOf")] == [original]
+    # And the functions' idempotency held: each replay dispatched process-paid, which found the
+    # payment already applied; ledger and order are exactly as before, no second paid notice
+    runs = [r for r in stack.runs(since=since) if r["function"] == "process-paid-wallet"]
+    assert [json.loads(r["result"])["outcome"] for r in runs] == ["already_paid", "already_paid"], runs
+    assert stack.get("paid-order", orderId=order_id) == ledger
+    assert stack.get("order-table", orderId=order_id) == order
+    after = stack.get("wallet-callback-record", orderId=order_id)
+    for name in ("success", "paymentId", "amount", "created_at"):
+        assert after[name] == record[name], name
+    assert len(paid_notices(stack, order_id)) == notices
+    # And the trace shows the replays
+    trace = trace_json(stack, order_id)
+    assert sum("REPLAY of " + key in e["summary"] for e in trace["timeline"]) == 2
+    assert trace["verdict"]["kind"] == "paid"
+
+
+def test_a_rejected_delivery_is_not_replayed_without_force(stack):
+    order_id = new_order_id()
+    bad = wallet_callback(order_id, "pay_cli_rejected")
+    bad["success"] = "true"  # a string is not a boolean: 400
+    status, _, _ = stack.post("/wallet/callback", bad)
+    assert status == 400
+    [entry] = inbox_of(stack, order_id)
+    since = stack.invoke_log_position()
+
+    run = payment3(stack, "replay", order_id, "--delivery", entry["receivedAt#requestId"], "--yes")
+
+    assert run.returncode == 4, (run.stdout, run.stderr)
+    assert "was rejected" in run.stderr and "--force" in run.stderr
+    assert stack.invocations(since=since) == [] and len(inbox_of(stack, order_id)) == 1
