@@ -756,7 +756,21 @@ Try it:""")
               f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
     print(f"""
   then: make demo   (replays events/ and prints the records)   or: make records
-Ctrl-C stops everything this started.
+""", flush=True)
+    print_operator_examples(stack)
+    print("Ctrl-C stops everything this started.\n", flush=True)
+
+
+def print_operator_examples(stack: Stack) -> None:
+    """One example of each `payment3` command (the operator tool, crates/cli) against this stack."""
+    env = " ".join(f"{k}={v}" for k, v in stack.cli_env().items() if k != "AWS_EC2_METADATA_DISABLED")
+    binary = "target/debug/payment3"
+    print(f"""The operator tool against this stack (payment3 --help says more):
+  export {env}
+  {binary} trace {DEMO_ORDER}     # timeline and verdict of an order (after the wallet curl above)
+  {binary} replay {DEMO_ORDER}    # the deliveries it would re-drive; --yes to do it
+  {binary} redrive                # the failed-events queue; --yes to invoke again
+  {binary} tables                 # each table of the branch and its item count
 """, flush=True)
 
 

@@ -339,8 +339,11 @@ def test_replaying_a_paid_delivery_changes_nothing_however_often(stack):
     for name in ("success", "paymentId", "amount", "created_at"):
         assert after[name] == record[name], name
     assert len(paid_notices(stack, order_id)) == notices
-    # And the trace shows the replays
-    trace = trace_json(stack, order_id)
+    # And the trace shows the replays, every page of the inbox query read (one item per page here)
+    run = payment3(stack, "trace", order_id, "--json", env={**stack.cli_env(), "PAYMENT3_QUERY_PAGE_SIZE": "1"})
+    assert run.returncode == 0, run.stderr
+    trace = json.loads(run.stdout)
+    assert sum(e["source"] == "inbox" for e in trace["timeline"]) == 3
     assert sum("REPLAY of " + key in e["summary"] for e in trace["timeline"]) == 2
     assert trace["verdict"]["kind"] == "paid"
 

@@ -26,6 +26,9 @@ pub struct Context {
     pub store: DynamoStore,
     pub lambda: LambdaInvoker,
     pub sqs: aws_sdk_sqs::Client,
+    /// `PAYMENT3_QUERY_PAGE_SIZE`: items per query page (default: DynamoDB's 1 MB pages); the
+    /// end-to-end tests set 1 to prove every page is read.
+    pub page_size: Option<i32>,
 }
 
 impl Context {
@@ -52,6 +55,10 @@ impl Context {
             dynamodb,
             lambda: LambdaInvoker::new(aws_sdk_lambda::Client::new(&config)),
             sqs: aws_sdk_sqs::Client::new(&config),
+            page_size: std::env::var("PAYMENT3_QUERY_PAGE_SIZE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0),
         })
     }
 

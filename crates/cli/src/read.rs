@@ -54,6 +54,7 @@ impl Context {
                 .expression_attribute_values(":v", AttributeValue::S(hash_value.into()))
                 // A GSI cannot be read consistently; the tables can.
                 .consistent_read(index.is_none())
+                .set_limit(self.page_size)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
