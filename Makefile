@@ -40,6 +40,7 @@ test: unit e2e lint
 unit: venv
 	cargo test --workspace
 	$(PY) scripts/stack.py with-aws -- cargo test -p callback-core --test card_dynamodb -- --ignored
+	$(PY) scripts/stack.py with-aws -- cargo test -p salary --test ledger_dynamodb -- --ignored
 
 # End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat.
 e2e: venv

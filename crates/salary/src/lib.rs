@@ -8,3 +8,4 @@
 //! reads, the object port, reports) is the shared `s3-import` crate.
 
 pub mod domain;
+pub mod ports;
