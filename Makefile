@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/requirements.installed
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv build dev demo records test unit e2e lint
+.PHONY: venv build dev demo records test unit e2e lint bench bench-smoke
 
 venv: $(VENV_STAMP)
 
@@ -33,7 +33,7 @@ demo: venv
 records: venv
 	$(PY) scripts/stack.py records
 
-test: unit e2e lint
+test: unit e2e lint bench-smoke
 
 # The Rust tests; then those that need a real DynamoDB API (ignored by a plain `cargo test`),
 # against the stack's moto, which applies one request at a time as DynamoDB's conditional writes need.
@@ -49,3 +49,14 @@ e2e: venv
 lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) scripts/import_cycles.py
+
+# SPEC 8: every function's release binary under our Runtime API harness, against the local stack,
+# 10 ms added to every AWS/KBank call (BENCH_ARGS="--delay-ms 20 -n 300 --json bench.json").
+# Builds release binaries and arm64 zips first (~10 min cold on 2 cores); prints a table.
+bench: venv
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# What `make test` runs: the bench once with debug binaries, n=3, no zips; it fails only if a
+# function fails an invocation, never on a timing.
+bench-smoke: venv
+	$(PY) scripts/bench.py --quick
