@@ -2,7 +2,9 @@
 //! and the Lambda runtime loop. Each `functions/*/src/main.rs` is a call into here.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
@@ -10,7 +12,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-use crate::domain::clock::SystemClock;
+use crate::domain::clock::{Clock, SystemClock};
+use crate::flows::error::CallbackError;
+use crate::flows::incident::{Incident, IncidentReporter};
 use crate::flows::processor::CallbackProcessor;
 use crate::flows::processor::RecordTable;
 use crate::flows::settings::Settings;
@@ -94,24 +98,22 @@ where
 pub fn run_callback<R: RecordTable>() -> Result<(), Error> {
     run(|settings| async move {
         let ports = aws_ports(&aws_config().await);
+        let guard = PanicGuard::new(settings.clone(), &ports);
         let processor = Arc::new(CallbackProcessor::<R>::new(settings, ports));
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        serve(R::FUNCTION, guard, move |event, request_id| {
             let processor = processor.clone();
             async move {
-                Ok::<Value, Error>(
-                    processor
-                        .handle(event.payload, &event.context.request_id)
-                        .await,
-                )
+                let response = processor.handle(event, &request_id).await;
+                Ok(answered(R::FUNCTION, response))
             }
-        }))
+        })
         .await
     })
 }
 
 // ---- The card path: notify, delayed notify, process-paid ----
 
-use crate::flows::notify::CardNotify;
+use crate::flows::notify::{CardNotify, DELAYED_NOTIFY_FUNCTION, NOTIFY_FUNCTION};
 use crate::flows::paid::ProcessPaid;
 use crate::flows::settings::{CardSettings, ProcessPaidSettings};
 use crate::ports::kbank::KBankClient;
@@ -143,42 +145,37 @@ pub fn sync_invoker(config: &SdkConfig, timeout: Duration) -> Arc<LambdaInvoker>
     )))
 }
 
-/// Notify's whole wait on process-paid; its Lambda timeout is 30 s.
-const NOTIFY_SYNC_INVOKE: Duration = Duration::from_secs(25);
-/// Delayed notify's (timeout 240 s, two runs and a wait).
+/// Notify's whole wait on process-paid. It must end inside notify's Lambda timeout (28 s), which
+/// ends inside API Gateway's 29 s: tests/test_template.py checks the three against the template.
+const NOTIFY_SYNC_INVOKE: Duration = Duration::from_secs(20);
+/// Delayed notify's: two runs and `DELAYED_NOTIFY_SECONDS` (at most 100) must fit in its 240 s.
 const DELAYED_SYNC_INVOKE: Duration = Duration::from_secs(60);
 
 async fn card_notify(
     settings: Arc<Settings>,
     sync_timeout: Duration,
-) -> Result<Arc<CardNotify>, Error> {
+) -> Result<(Arc<CardNotify>, PanicGuard), Error> {
     let card_settings = Arc::new(CardSettings::from_env(&settings)?);
     let config = aws_config().await;
     let store = dynamo_store(&config);
     let mut ports = aws_ports(&config);
     ports.invoker = sync_invoker(&config, sync_timeout);
-    Ok(Arc::new(CardNotify::new(
-        settings,
-        card_settings,
-        ports,
-        card_ports(store),
-    )))
+    let guard = PanicGuard::new(settings.clone(), &ports);
+    let notify = CardNotify::new(settings, card_settings, ports, card_ports(store));
+    Ok((Arc::new(notify), guard))
 }
 
 /// The whole `main` of notify.
 pub fn run_notify() -> Result<(), Error> {
     run(|settings| async move {
-        let notify = card_notify(settings, NOTIFY_SYNC_INVOKE).await?;
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (notify, guard) = card_notify(settings, NOTIFY_SYNC_INVOKE).await?;
+        serve(NOTIFY_FUNCTION, guard, move |event, request_id| {
             let notify = notify.clone();
             async move {
-                Ok::<Value, Error>(
-                    notify
-                        .notify(event.payload, &event.context.request_id)
-                        .await,
-                )
+                let response = notify.notify(event, &request_id).await;
+                Ok(answered(NOTIFY_FUNCTION, response))
             }
-        }))
+        })
         .await
     })
 }
@@ -186,16 +183,16 @@ pub fn run_notify() -> Result<(), Error> {
 /// The whole `main` of delayed notify: a failure fails the invocation so Lambda retries it.
 pub fn run_delayed_notify() -> Result<(), Error> {
     run(|settings| async move {
-        let notify = card_notify(settings, DELAYED_SYNC_INVOKE).await?;
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (notify, guard) = card_notify(settings, DELAYED_SYNC_INVOKE).await?;
+        serve(DELAYED_NOTIFY_FUNCTION, guard, move |event, request_id| {
             let notify = notify.clone();
             async move {
                 notify
-                    .delayed_notify(event.payload, &event.context.request_id)
+                    .delayed_notify(event, &request_id)
                     .await
                     .map_err(Error::from)
             }
-        }))
+        })
         .await
     })
 }
@@ -209,22 +206,276 @@ pub fn run_process_paid() -> Result<(), Error> {
         let config = aws_config().await;
         let store = dynamo_store(&config);
         tracing::info!(kind = paid.kind.name(), kbank = %paid.kbank_api_base, "process-paid starting");
+        let ports = aws_ports(&config);
+        let guard = PanicGuard::new(settings.clone(), &ports);
         let process = Arc::new(ProcessPaid::new(
             settings,
             paid,
-            aws_ports(&config),
+            ports,
             card_ports(store),
             kbank,
         ));
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        serve(process.function(), guard, move |event, request_id| {
             let process = process.clone();
             async move {
                 process
-                    .handle(event.payload, &event.context.request_id)
+                    .handle(event, &request_id)
                     .await
                     .map_err(Error::from)
             }
-        }))
+        })
         .await
     })
+}
+
+// ---- One invocation: a panic goes down the error path, an HTTP answer is logged for the alarms ----
+
+/// Runs the Lambda loop with `handler`, each invocation under `guard` (see [`PanicGuard::run`]).
+/// `function` is the error log's `function_name` (`walletcallback`, `notify`, ...).
+pub async fn serve<F, Fut>(
+    function: &'static str,
+    guard: PanicGuard,
+    handler: F,
+) -> Result<(), Error>
+where
+    F: Fn(Value, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send,
+{
+    let handler = Arc::new(handler);
+    let guard = Arc::new(guard);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = handler.clone();
+        let guard = guard.clone();
+        async move {
+            let request_id = event.context.request_id.clone();
+            let payload = event.payload;
+            guard
+                .run(function, &request_id, async {
+                    test_panic(&payload);
+                    handler(payload, request_id.clone()).await
+                })
+                .await
+        }
+    }))
+    .await
+}
+
+/// Logs the status of an HTTP function's answer and hands the answer back. The stack's metric
+/// filters count these lines (template.yaml: `{ $.fields.message = "answered" && $.fields.status
+/// >= 500 }` for answered 5xx, `= 401` for rejected signatures and checksums): keep the message and
+/// the field names, or change the filters with them (tests/test_template.py checks both).
+pub fn answered(function: &str, response: Value) -> Value {
+    let status = response
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    tracing::info!(function, status, "answered");
+    response
+}
+
+/// What turns a panic in a handler into the error path and one failed invocation. The release
+/// profile keeps `panic = "unwind"` (Cargo.toml) so that there is something to catch.
+pub struct PanicGuard {
+    reporter: IncidentReporter,
+    clock: Arc<dyn Clock>,
+}
+
+impl PanicGuard {
+    pub fn new(settings: Arc<Settings>, ports: &Ports) -> Self {
+        PanicGuard {
+            reporter: IncidentReporter::new(
+                settings,
+                ports.errors.clone(),
+                ports.alert_gate.clone(),
+                ports.mailer.clone(),
+            ),
+            clock: ports.clock.clone(),
+        }
+    }
+
+    /// Runs one invocation's work. If it panics, the error path runs (error-log item with
+    /// `errorType` `InternalError` and the panic message, Sentry, alert) and the invocation fails,
+    /// so Lambda counts an error (and retries an async event); the container lives on.
+    pub async fn run<T>(
+        &self,
+        function: &str,
+        request_id: &str,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut work = std::pin::pin!(work);
+        let caught = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                Err(payload) => Poll::Ready(Err(payload)),
+            }
+        })
+        .await;
+        let payload = match caught {
+            Ok(result) => return result,
+            Err(payload) => payload,
+        };
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let error = CallbackError::Internal(format!("panic: {message}"));
+        self.reporter
+            .report(
+                Incident {
+                    function,
+                    error: &error,
+                    order_id: None,
+                    charge_id: None,
+                    // The raw Lambda event is not kept: a panic may come before any redaction.
+                    event: &Value::Null,
+                    request_id,
+                },
+                self.clock.now(),
+            )
+            .await;
+        Err(format!("{function} panicked (request id {request_id}); the error path ran").into())
+    }
+}
+
+/// The event field that makes [`serve`] panic inside the guard, in debug builds only: how the
+/// end-to-end tests show a panic ending in one failed invocation with the error path run.
+/// API Gateway cannot send it (its events carry the request body in `body`, a string), and a
+/// release build (`sam build`, `cargo lambda build --release`) does not contain this check.
+pub const TEST_PANIC_FIELD: &str = "payment3TestPanic";
+
+#[cfg(debug_assertions)]
+fn test_panic(event: &Value) {
+    if event.get(TEST_PANIC_FIELD) == Some(&Value::Bool(true)) {
+        panic!("test panic requested by the event ({TEST_PANIC_FIELD})");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_panic(_event: &Value) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::ManualClock;
+    use crate::ports::memory::MemoryAws;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn guard(aws: &Arc<MemoryAws>) -> (PanicGuard, Arc<Settings>) {
+        let settings = Arc::new(Settings::for_branch("test"));
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 11, 30, 7, 0, 0).unwrap(),
+        ));
+        (
+            PanicGuard::new(settings.clone(), &aws.ports(clock)),
+            settings,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_the_invocation_and_runs_the_error_path() {
+        let aws = Arc::new(MemoryAws::default());
+        let (guard, settings) = guard(&aws);
+        let result: Result<Value, Error> = guard
+            .run("walletcallback", "req-panic", async {
+                tokio::task::yield_now().await;
+                let items: Vec<u8> = Vec::new();
+                Ok(json!(items[3]))
+            })
+            .await;
+        let err = result.expect_err("a panic must fail the invocation");
+        assert!(err.to_string().contains("req-panic"), "{err}");
+        let errors = aws.error_log(&settings.tables.callback_error_log);
+        assert_eq!(errors.len(), 1, "one error-log item");
+        assert_eq!(errors[0].function_name, "walletcallback");
+        assert_eq!(errors[0].error_type, "InternalError");
+        assert!(
+            errors[0].error.starts_with("panic: index out of bounds"),
+            "{}",
+            errors[0].error
+        );
+        assert_eq!(errors[0].request_id, "req-panic");
+        assert_eq!(aws.mails().len(), 1, "the alert went out");
+    }
+
+    #[tokio::test]
+    async fn without_a_panic_the_result_passes_through_and_nothing_is_reported() {
+        let aws = Arc::new(MemoryAws::default());
+        let (guard, settings) = guard(&aws);
+        let ok: Result<Value, Error> = guard
+            .run("notify", "r1", async { Ok(json!({"statusCode": 200})) })
+            .await;
+        assert_eq!(ok.unwrap(), json!({"statusCode": 200}));
+        let failed: Result<Value, Error> = guard
+            .run("notify", "r2", async { Err("retry me".into()) })
+            .await;
+        assert_eq!(failed.unwrap_err().to_string(), "retry me");
+        assert!(aws
+            .error_log(&settings.tables.callback_error_log)
+            .is_empty());
+    }
+
+    /// A writer the JSON subscriber writes into.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The shape template.yaml's metric filters read (`$.fields.message`, `$.fields.status`,
+    /// `$.fields.error_type`), from the formatter lambda_runtime uses under `LogFormat: JSON`
+    /// (`tracing_subscriber::fmt().json()`, `init_default_subscriber`).
+    #[tokio::test]
+    async fn the_answered_and_incident_lines_are_json_with_their_fields_under_fields() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_target(false)
+            .without_time()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let aws = Arc::new(MemoryAws::default());
+        let (guard, _) = guard(&aws);
+        let _default = tracing::subscriber::set_default(subscriber);
+        answered("notify", json!({"statusCode": 401, "body": "{}"}));
+        let _ = guard
+            .run::<Value>("processpaidorder", "r", async { panic!("boom") })
+            .await;
+        drop(_default);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        let answered_line = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "answered")
+            .expect("an answered line");
+        assert_eq!(answered_line["fields"]["status"], json!(401));
+        assert_eq!(answered_line["fields"]["function"], json!("notify"));
+        let incident = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "callback failed")
+            .expect("the error path's line");
+        assert_eq!(incident["fields"]["error_type"], json!("InternalError"));
+        assert_eq!(incident["fields"]["function"], json!("processpaidorder"));
+    }
+
+    #[test]
+    fn the_test_panic_is_only_for_the_marker() {
+        test_panic(&json!({"body": "{\"payment3TestPanic\": true}"}));
+        test_panic(&json!({"payment3TestPanic": "true"}));
+        let caught = std::panic::catch_unwind(|| test_panic(&json!({"payment3TestPanic": true})));
+        assert_eq!(caught.is_err(), cfg!(debug_assertions));
+    }
 }
