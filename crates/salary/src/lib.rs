@@ -8,4 +8,6 @@
 //! reads, the object port, reports) is the shared `s3-import` crate.
 
 pub mod domain;
+pub mod flows;
 pub mod ports;
+pub mod runtime;
