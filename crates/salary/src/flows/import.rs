@@ -100,7 +100,11 @@ impl SalaryImport {
     }
 
     /// Imports one created object; `now` is the run's time (RFC 3339).
-    pub async fn import(&self, object: &ObjectCreated, now: &str) -> Result<FileOutcome, ImportError> {
+    pub async fn import(
+        &self,
+        object: &ObjectCreated,
+        now: &str,
+    ) -> Result<FileOutcome, ImportError> {
         let Some(psv_key) = psv_key(&object.key) else {
             return Ok(FileOutcome::NotASalaryFile(object.key.clone()));
         };
@@ -165,13 +169,15 @@ impl SalaryImport {
                     counts.rows += 1;
                     report.rows += 1;
                     if let Some(batch) = planner.push(valid) {
-                        self.apply(&import, &batch, &mut report, &mut counts).await?;
+                        self.apply(&import, &batch, &mut report, &mut counts)
+                            .await?;
                     }
                 }
             }
         }
         if let Some(batch) = planner.finish() {
-            self.apply(&import, &batch, &mut report, &mut counts).await?;
+            self.apply(&import, &batch, &mut report, &mut counts)
+                .await?;
         }
 
         self.objects
@@ -250,14 +256,19 @@ mod tests {
 
     /// 60 employees (ids 1..=60), salary 1000 + id, no header: 3 batches of 24, 24, 12.
     fn month_file() -> String {
-        (1..=60).map(|id| format!("{id},Employee {id},{}.25\n", 1000 + id)).collect()
+        (1..=60)
+            .map(|id| format!("{id},Employee {id},{}.25\n", 1000 + id))
+            .collect()
     }
 
     fn expected(files: usize) -> HashMap<(u64, String), Decimal> {
         (1..=60u64)
             .map(|id| {
                 let one = Decimal::from_str(&format!("{}.25", 1000 + id)).unwrap();
-                ((id, format!("Employee {id}")), one * Decimal::from(files as u64))
+                (
+                    (id, format!("Employee {id}")),
+                    one * Decimal::from(files as u64),
+                )
             })
             .collect()
     }
@@ -285,22 +296,33 @@ mod tests {
         assert_eq!((report.rows, report.written, report.rejected), (3, 2, 1));
         assert_eq!(report.rejected_rows[0].line, 3);
         assert!(report.rejected_rows[0].reason.contains("Salary \"abc\""));
-        assert_eq!(ledger.salary(1, "Doe, Jane | JD"), Some(Decimal::from_str("100.5").unwrap()));
+        assert_eq!(
+            ledger.salary(1, "Doe, Jane | JD"),
+            Some(Decimal::from_str("100.5").unwrap())
+        );
         assert_eq!(ledger.salary(3, "Cy"), Some(Decimal::from(7)));
         assert_eq!(ledger.salaries().len(), 2);
-        let psv = String::from_utf8(objects.get(BUCKET, "processed/2026/jan.psv").unwrap()).unwrap();
+        let psv =
+            String::from_utf8(objects.get(BUCKET, "processed/2026/jan.psv").unwrap()).unwrap();
         assert_eq!(
             psv,
             "EmpID|EmpName|Salary\r\n1|\"Doe, Jane | JD\"|100.50\r\n2|Bob|abc\r\n3|Cy|7\r\n"
         );
-        assert!(objects.get(BUCKET, "salary/2026/jan.csv.report.json").is_some());
+        assert!(objects
+            .get(BUCKET, "salary/2026/jan.csv.report.json")
+            .is_some());
     }
 
     #[tokio::test]
     async fn only_salary_csv_keys_are_imported() {
         let objects = Arc::new(MemoryObjects::new());
         let ledger = Arc::new(MemoryLedger::new());
-        for key in ["processed/jan.psv", "salary/jan.csv.report.json", "bills/x.csv", "salary/.csv"] {
+        for key in [
+            "processed/jan.psv",
+            "salary/jan.csv.report.json",
+            "bills/x.csv",
+            "salary/.csv",
+        ] {
             let etag = objects.insert(BUCKET, key, "1,Ann,5\n");
             let outcome = import(&objects, ledger.clone())
                 .import(&created(key, &etag), "t")
@@ -317,8 +339,14 @@ mod tests {
         let etag = objects.insert(BUCKET, "salary/m1.csv", month_file());
         let ledger = Arc::new(MemoryLedger::new());
         let event = created("salary/m1.csv", &etag);
-        import(&objects, ledger.clone()).import(&event, "t1").await.unwrap();
-        let again = import(&objects, ledger.clone()).import(&event, "t2").await.unwrap();
+        import(&objects, ledger.clone())
+            .import(&event, "t1")
+            .await
+            .unwrap();
+        let again = import(&objects, ledger.clone())
+            .import(&event, "t2")
+            .await
+            .unwrap();
         assert!(matches!(again, FileOutcome::AlreadyImported(_)));
         assert_eq!(ledger.salaries(), expected(1));
         assert_eq!(ledger.transactions(), 3);
@@ -332,13 +360,19 @@ mod tests {
         let ledger = Arc::new(MemoryLedger::new());
         let event = created("salary/m1.csv", &etag);
         let crashing = Arc::new(CrashAfter::new(ledger.clone(), 1));
-        let err = import(&objects, crashing).import(&event, "t1").await.unwrap_err();
+        let err = import(&objects, crashing)
+            .import(&event, "t1")
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(INJECTED_CRASH));
         // Then 24 salaries are in, no PSV and no report yet
         assert_eq!(ledger.salaries().len(), 24);
         assert!(objects.get(BUCKET, "processed/m1.psv").is_none());
         // When the event is delivered again
-        let outcome = import(&objects, ledger.clone()).import(&event, "t2").await.unwrap();
+        let outcome = import(&objects, ledger.clone())
+            .import(&event, "t2")
+            .await
+            .unwrap();
         // Then the rest is added, the first batch is not added again
         let FileOutcome::Imported(report) = outcome else {
             panic!()
@@ -377,10 +411,19 @@ mod tests {
             let event = created(&key, &etag);
             if month % 3 == 0 {
                 let crashing = Arc::new(CrashAfter::new(ledger.clone(), month % 2));
-                import(&objects, crashing).import(&event, "t").await.unwrap_err();
+                import(&objects, crashing)
+                    .import(&event, "t")
+                    .await
+                    .unwrap_err();
             }
-            import(&objects, ledger.clone()).import(&event, "t").await.unwrap();
-            import(&objects, ledger.clone()).import(&event, "t").await.unwrap();
+            import(&objects, ledger.clone())
+                .import(&event, "t")
+                .await
+                .unwrap();
+            import(&objects, ledger.clone())
+                .import(&event, "t")
+                .await
+                .unwrap();
         }
         assert_eq!(ledger.salaries(), expected(12));
     }
@@ -400,8 +443,14 @@ mod tests {
 
     #[test]
     fn psv_keys() {
-        assert_eq!(psv_key("salary/jan.csv").as_deref(), Some("processed/jan.psv"));
-        assert_eq!(psv_key("salary/2026/01.csv").as_deref(), Some("processed/2026/01.psv"));
+        assert_eq!(
+            psv_key("salary/jan.csv").as_deref(),
+            Some("processed/jan.psv")
+        );
+        assert_eq!(
+            psv_key("salary/2026/01.csv").as_deref(),
+            Some("processed/2026/01.psv")
+        );
         assert_eq!(psv_key("processed/jan.psv"), None);
         assert_eq!(psv_key("salary/jan.txt"), None);
     }

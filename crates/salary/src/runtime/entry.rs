@@ -46,7 +46,8 @@ impl SalaryHandler {
             match import.import(object, &now).await {
                 Ok(outcome) => files.push(summary(&object.key, &outcome)),
                 Err(e) => {
-                    let error = CallbackError::Internal(format!("salary import of {}: {e}", object.key));
+                    let error =
+                        CallbackError::Internal(format!("salary import of {}: {e}", object.key));
                     self.report(&error, &event, request_id).await;
                     return Err(error.into());
                 }
@@ -71,8 +72,15 @@ impl SalaryHandler {
     fn ledger_for(&self, key: &str) -> Arc<dyn SalaryLedger> {
         #[cfg(debug_assertions)]
         if let Some(after) = test_fault::take(key) {
-            tracing::warn!(key, after, "test fault: this import crashes after {after} batches");
-            return Arc::new(crate::ports::fault::CrashAfter::new(self.ledger.clone(), after));
+            tracing::warn!(
+                key,
+                after,
+                "test fault: this import crashes after {after} batches"
+            );
+            return Arc::new(crate::ports::fault::CrashAfter::new(
+                self.ledger.clone(),
+                after,
+            ));
         }
         let _ = key;
         self.ledger.clone()
@@ -132,7 +140,11 @@ pub fn run_salary_import() -> Result<(), Error> {
         });
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let handler = handler.clone();
-            async move { handler.handle(event.payload, &event.context.request_id).await }
+            async move {
+                handler
+                    .handle(event.payload, &event.context.request_id)
+                    .await
+            }
         }))
         .await
     })
