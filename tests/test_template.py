@@ -324,9 +324,11 @@ def core_files() -> list[Path]:
 CRATES = ROOT / "crates"
 
 
+@cache
 def library_files() -> list[Path]:
-    """Every library crate under crates/ (callback-core and the systems built on it)."""
-    return sorted(CRATES.glob("*/src/**/*.rs"))
+    """The library crates under crates/ that Lambda functions are built from (callback-core and
+    the systems on it; not the operator's command line, which no function runs)."""
+    return sorted({p for crate in crate_bins() for p in libraries_of(crate)})
 
 
 @cache
@@ -507,7 +509,7 @@ def _adapter_operations() -> dict[str, set[str]]:
     """Store method name -> the IAM actions its AWS adapter performs (via its own helpers too)."""
     direct: dict[str, set[str]] = {}
     helpers: dict[str, set[str]] = {}
-    for path in sorted(CRATES.glob("*/src/ports/aws/*.rs")):
+    for path in [p for p in library_files() if p.parent.name == "aws" and p.parent.parent.name == "ports"]:
         for (_, name), bodies in functions_in([path]).items():
             for body in bodies:
                 ops = set()
@@ -533,7 +535,7 @@ def _adapter_operations() -> dict[str, set[str]]:
 def _table_fields() -> dict[str, str]:
     """Tables field (settings.tables.<field>) -> table kebab (or "order")."""
     fields = {}
-    configs = sorted(CRATES.glob("*/src/runtime/config.rs"))
+    configs = [p for p in library_files() if p.name == "config.rs" and p.parent.name == "runtime"]
     pairs = [pair for path in configs
              for pair in re.findall(r"(\w+)\s*:\s*(?:named|var)\(\s*\"(\w+_TABLE)\"", source(path))]
     for field, env in pairs:

@@ -20,7 +20,7 @@ use crate::domain::charge::{ChargeFailure, DunningJob, Topic};
 use crate::domain::dunning::{Changes, DateSource, Decision, DunningRecord, DunningState, Held};
 use crate::domain::schedule::{fallback_date, RetryDate, FALLBACK_DAYS};
 use crate::flows::settings::DunningSettings;
-use crate::ports::secret::{RechargeSecretField, RechargeSecretSource};
+use crate::ports::secret::api_token;
 use crate::ports::{DunningLedger, RechargeApi, RechargeApiError, RetryDateAdvisor};
 
 /// The dunning function's name in the error log, Sentry tags and alerts.
@@ -63,14 +63,12 @@ impl RechargeDunning {
             ports.alert_gate.clone(),
             ports.mailer.clone(),
         );
-        let api_token = SecretCache::new(
-            Arc::new(RechargeSecretSource::new(
-                ports.secrets.clone(),
-                RechargeSecretField::ApiToken,
-            )),
+        let api_token = SecretCache::with_parser(
+            ports.secrets.clone(),
             ports.clock.clone(),
             recharge.secret.name.clone(),
             recharge.secret.refresh,
+            api_token,
         );
         RechargeDunning {
             recharge,

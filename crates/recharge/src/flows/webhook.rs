@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::charge::{charge_id_of, inbox_key, topic_of, ChargeFailure, DunningJob};
 use crate::domain::signature::{self, SignatureError};
 use crate::flows::settings::WebhookSettings;
-use crate::ports::secret::{RechargeSecretField, RechargeSecretSource};
+use crate::ports::secret::client_secret;
 
 /// The webhook's name in the error log, Sentry tags and alerts.
 pub const WEBHOOK_FUNCTION: &str = "rechargewebhook";
@@ -58,14 +58,12 @@ impl RechargeWebhook {
             ports.alert_gate.clone(),
             ports.mailer.clone(),
         );
-        let client_secret = SecretCache::new(
-            Arc::new(RechargeSecretSource::new(
-                ports.secrets.clone(),
-                RechargeSecretField::ClientSecret,
-            )),
+        let client_secret = SecretCache::with_parser(
+            ports.secrets.clone(),
             ports.clock.clone(),
             webhook.secret.name.clone(),
             webhook.secret.refresh,
+            client_secret,
         );
         RechargeWebhook {
             settings,
@@ -162,8 +160,19 @@ impl RechargeWebhook {
             // A direct invoke with an already-parsed body has no raw bytes to verify.
             Body::Object(_) => return Err(Failure::Unverified(SignatureError::Mismatch)),
         };
-        signature::verify(headers.signature.as_deref(), secret.expose(), raw)
-            .map_err(Failure::Unverified)?;
+        let digest = headers.signature.as_deref();
+        match signature::verify(digest, secret.expose(), raw) {
+            Ok(()) => {}
+            // The secret may have been rotated: one forced read (rate-limited by the cache).
+            Err(SignatureError::Mismatch) => {
+                match self.client_secret.refresh_after_refusal(&secret).await {
+                    Ok(Some(rotated)) => signature::verify(digest, rotated.expose(), raw)
+                        .map_err(Failure::Unverified)?,
+                    _ => return Err(Failure::Unverified(SignatureError::Mismatch)),
+                }
+            }
+            Err(e) => return Err(Failure::Unverified(e)),
+        }
 
         let body = body.map_err(|e| Failure::Other(e.into()))?;
         let topic = topic_of(headers.topic.as_deref(), Some(&body)).ok_or_else(|| {
@@ -374,6 +383,27 @@ mod tests {
         assert_eq!(logged[0].function_name, "rechargewebhook");
         assert_eq!(logged[0].error_type, "ChecksumError");
         assert_eq!(aws.mails().len(), 1, "one alert per cooldown");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_client_secret_is_picked_up_at_the_first_mismatch() {
+        let (aws, w) = setup();
+        assert_eq!(
+            status(&w.handle(signed(BODY, "charge/failed"), "r1").await),
+            200
+        );
+        // Recharge now signs with a new secret, within the cache's refresh interval.
+        aws.set_secret(
+            "recharge-dev",
+            r#"{"clientSecret": "cs_rotated", "apiToken": "tok"}"#,
+        );
+        let ev = event(
+            BODY,
+            Some(&expected_hex("cs_rotated", BODY.as_bytes())),
+            Some("charge/failed"),
+        );
+        assert_eq!(status(&w.handle(ev, "r2").await), 200);
+        assert_eq!(aws.invocations().len(), 2);
     }
 
     #[tokio::test]

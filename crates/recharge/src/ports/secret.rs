@@ -1,72 +1,35 @@
 //! The Recharge secret `RECHARGE_SECRET_NAME` (JSON `{"clientSecret": ..., "apiToken": ...}`),
 //! read through callback-core's [`callback_core::SecretCache`] (cached per container, refreshed
-//! after `SECRET_REFRESH_SECONDS`). The cache holds one key; this adapter hands it the one field a
-//! function needs: the webhook verifies with `clientSecret`, the dunning function calls Recharge
-//! with `apiToken`. Errors name the field, never the secret's text.
+//! after `SECRET_REFRESH_SECONDS`) with one of these parsers: the webhook verifies with
+//! `clientSecret`, the dunning function calls Recharge with `apiToken`. Each is held as a
+//! [`SecretKey`], whose `Debug` is redacted; errors name the field, never the secret's text.
 
-use std::sync::Arc;
+use callback_core::{SecretError, SecretKey};
+use serde_json::Value;
 
-use async_trait::async_trait;
-use callback_core::ports::SecretSource;
-use callback_core::SecretError;
-use serde_json::{json, Value};
-
-/// Which field of the Recharge secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RechargeSecretField {
-    ClientSecret,
-    ApiToken,
-}
-
-impl RechargeSecretField {
-    pub fn name(self) -> &'static str {
-        match self {
-            RechargeSecretField::ClientSecret => "clientSecret",
-            RechargeSecretField::ApiToken => "apiToken",
-        }
-    }
-}
-
-/// Secrets Manager, seen through one field of the Recharge secret.
-pub struct RechargeSecretSource {
-    inner: Arc<dyn SecretSource>,
-    field: RechargeSecretField,
-}
-
-impl RechargeSecretSource {
-    pub fn new(inner: Arc<dyn SecretSource>, field: RechargeSecretField) -> Self {
-        RechargeSecretSource { inner, field }
-    }
-}
-
-/// The field's value from the secret's JSON text.
-pub fn secret_field(
-    name: &str,
-    text: &str,
-    field: RechargeSecretField,
-) -> Result<String, SecretError> {
+fn field(name: &str, text: &str, field: &str) -> Result<SecretKey, SecretError> {
     let problem = |message: String| SecretError {
         name: name.to_string(),
         message,
     };
     let value: Value =
         serde_json::from_str(text).map_err(|_| problem("the secret is not JSON text".into()))?;
-    match value.get(field.name()) {
-        Some(Value::String(v)) if !v.trim().is_empty() => Ok(v.trim().to_string()),
-        Some(Value::String(_)) => Err(problem(format!("{} is empty", field.name()))),
-        Some(_) => Err(problem(format!("{} is not a string", field.name()))),
-        None => Err(problem(format!("the secret has no {}", field.name()))),
+    match value.get(field) {
+        Some(Value::String(v)) if !v.trim().is_empty() => Ok(SecretKey::new(v.trim())),
+        Some(Value::String(_)) => Err(problem(format!("{field} is empty"))),
+        Some(_) => Err(problem(format!("{field} is not a string"))),
+        None => Err(problem(format!("the secret has no {field}"))),
     }
 }
 
-#[async_trait]
-impl SecretSource for RechargeSecretSource {
-    async fn secret_string(&self, name: &str) -> Result<String, SecretError> {
-        let text = self.inner.secret_string(name).await?;
-        let value = secret_field(name, &text, self.field)?;
-        // The shape callback-core's SecretCache reads.
-        Ok(json!({ "secretKey": value }).to_string())
-    }
+/// `clientSecret`: what Recharge's webhook digest is computed with.
+pub fn client_secret(name: &str, text: &str) -> Result<SecretKey, SecretError> {
+    field(name, text, "clientSecret")
+}
+
+/// `apiToken`: the `X-Recharge-Access-Token` of the API calls.
+pub fn api_token(name: &str, text: &str) -> Result<SecretKey, SecretError> {
+    field(name, text, "apiToken")
 }
 
 #[cfg(test)]
@@ -74,6 +37,7 @@ mod tests {
     use super::*;
     use callback_core::ports::memory::MemoryAws;
     use callback_core::{SecretCache, SystemClock};
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[tokio::test]
@@ -83,15 +47,19 @@ mod tests {
             "recharge-dev",
             r#"{"clientSecret": "cs_local", "apiToken": "tok_local"}"#,
         );
-        for (field, want) in [
-            (RechargeSecretField::ClientSecret, "cs_local"),
-            (RechargeSecretField::ApiToken, "tok_local"),
+        for (parser, want) in [
+            (
+                client_secret as callback_core::ports::secret_cache::SecretParser<SecretKey>,
+                "cs_local",
+            ),
+            (api_token, "tok_local"),
         ] {
-            let cache = SecretCache::new(
-                Arc::new(RechargeSecretSource::new(aws.clone(), field)),
+            let cache = SecretCache::with_parser(
+                aws.clone(),
                 Arc::new(SystemClock),
                 "recharge-dev",
                 Duration::from_secs(300),
+                parser,
             );
             assert_eq!(cache.get().await.unwrap().expose(), want);
         }
@@ -99,21 +67,15 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_field_is_named_and_the_text_never_quoted() {
-        let err = secret_field(
-            "r",
-            r#"{"apiToken": "tok_leak"}"#,
-            RechargeSecretField::ClientSecret,
-        )
-        .unwrap_err();
+        let err = client_secret("r", r#"{"apiToken": "tok_leak"}"#).unwrap_err();
         assert_eq!(err.message, "the secret has no clientSecret");
-        let err = secret_field(
-            "r",
-            r#"{"clientSecret": " "}"#,
-            RechargeSecretField::ClientSecret,
-        )
-        .unwrap_err();
+        let err = client_secret("r", r#"{"clientSecret": " "}"#).unwrap_err();
         assert_eq!(err.message, "clientSecret is empty");
-        let err = secret_field("r", "{tok_leak", RechargeSecretField::ApiToken).unwrap_err();
+        let err = api_token("r", "{tok_leak").unwrap_err();
         assert!(!err.to_string().contains("tok_leak"));
+        assert_eq!(
+            format!("{:?}", api_token("r", r#"{"apiToken":"tok_x"}"#).unwrap()),
+            "SecretKey([REDACTED])"
+        );
     }
 }
