@@ -71,12 +71,19 @@ ALERT_TO = "payments-team@payment3.local"
 NOTICE_FROM = "payment3-paid@payment3.local"
 NOTICE_TO = "shop-orders@payment3.local"
 
+# Recharge dunning webhook (SPEC 9): the secret the stack seeds (recharge-<branch>); the
+# events/recharge-webhook fixtures are signed with this client secret.
+RECHARGE_CLIENT_SECRET = "rcs_local_payment3_demo"
+RECHARGE_API_TOKEN = "rtok_local_payment3_demo"
+DEMO_RECHARGE_CHARGE = "389000001"
+
 # Function binaries as cargo lambda watch names them, by the role the functions' config gives them.
 LOCAL_FUNCTION_NAMES = {
     "PROCESS_PAID_CARD_FUNCTION": "process-paid",
     "PROCESS_PAID_WALLET_FUNCTION": "process-paid-wallet",
     "PROCESS_PAID_AMEX_FUNCTION": "process-paid-amex",
     "DELAYED_NOTIFY_FUNCTION": "delayed-notify",
+    "RECHARGE_DUNNING_FUNCTION": "recharge-dunning",
 }
 
 
@@ -293,10 +300,12 @@ class Ports:
     kbank: int
     watch: int  # cargo lambda watch's own Invoke API (internal)
     gateway: int  # routes and the Invoke API, as the functions and users see them
+    recharge: int = 0  # the stand-in Recharge API (and the admin API of both Recharge stand-ins)
+    dunning: int = 0  # the stand-in dunning service
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass
@@ -348,6 +357,8 @@ class Stack:
             "kbank": f"http://127.0.0.1:{self.ports.kbank}",
             "watch": f"http://127.0.0.1:{self.ports.watch}",
             "gateway": f"http://127.0.0.1:{self.ports.gateway}",
+            "recharge": f"http://127.0.0.1:{self.ports.recharge}",
+            "dunning": f"http://127.0.0.1:{self.ports.dunning}",
         }
 
     def function_env(self) -> dict[str, str]:
@@ -373,6 +384,14 @@ class Stack:
             "KBANK_TIMEOUT_SECONDS": "5",
             "PAID_NOTICE_EMAIL_FROM": NOTICE_FROM,
             "PAID_NOTICE_EMAIL_TO": NOTICE_TO,
+            # Recharge dunning webhook: the stand-ins, short timeouts so failure tests stay quick.
+            "RECHARGE_SECRET_NAME": f"recharge-{self.branch}",
+            "RECHARGE_DUNNING_TABLE": self.tables["recharge-dunning"],
+            "RECHARGE_API_BASE": self.urls["recharge"],
+            "RECHARGE_TIMEOUT_SECONDS": "3",
+            "DUNNING_API_BASE": self.urls["dunning"],
+            "DUNNING_TIMEOUT_MS": "1000",
+            "DUNNING_CLAIM_LEASE_SECONDS": "60",
             "RUST_LOG": "info",
         }
 
@@ -443,6 +462,7 @@ class Stack:
             self.create_queues()
             self.seed()
             self._start_kbank()
+            self._start_recharge()
             self._start_watch()
             self._start_gateway()
         except BaseException:
@@ -507,6 +527,10 @@ class Stack:
         self.boto("secretsmanager").create_secret(
             Name=KBANK_SECRET_NAME, SecretString=json.dumps({"secretKey": KBANK_SECRET_KEY})
         )
+        self.boto("secretsmanager").create_secret(
+            Name=f"recharge-{self.branch}",
+            SecretString=json.dumps({"clientSecret": RECHARGE_CLIENT_SECRET, "apiToken": RECHARGE_API_TOKEN}),
+        )
         self.put_order(DEMO_ORDER, "2339.0")
         self.put_order(DEMO_CARD_ORDER, "1250.50")
         self.put_card_payment(DEMO_CARD)
@@ -539,6 +563,15 @@ class Stack:
             sys.executable, str(ROOT / "scripts" / "fake_kbank.py"), "--port", str(self.ports.kbank),
             "--secret-key", KBANK_SECRET_KEY, "--charges", str(charges)])
         wait_for_port(self.ports.kbank, service.proc, 30, "fake KBank", service.log)
+
+    def _start_recharge(self) -> None:
+        """The stand-in Recharge API and dunning service (scripts/fake_recharge.py)."""
+        service = self._spawn("recharge", [
+            sys.executable, str(ROOT / "scripts" / "fake_recharge.py"), "--recharge-port", str(self.ports.recharge),
+            "--dunning-port", str(self.ports.dunning), "--api-token", RECHARGE_API_TOKEN,
+            "--log", str(self.recharge_log), "--slow-seconds", "3"])
+        wait_for_port(self.ports.recharge, service.proc, 30, "fake Recharge", service.log)
+        wait_for_port(self.ports.dunning, service.proc, 30, "fake dunning service", service.log)
 
     def _start_watch(self) -> None:
         env_file = self.state_dir / "functions.env"
@@ -677,6 +710,30 @@ class Stack:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
+    # -- Recharge (SPEC 9)
+
+    @property
+    def recharge_log(self) -> Path:
+        """Every request the stand-in Recharge API and dunning service received (JSON lines)."""
+        return self.state_dir / "recharge-requests.jsonl"
+
+    def recharge_admin(self, method: str, path: str, body: Any = None) -> Any:
+        """The stand-ins' admin API: recharge_admin("PUT", "/_admin/dunning/mode", {...})."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.urls['recharge']}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def recharge_requests(self, charge_id: str | None = None) -> list[dict]:
+        """change_next_charge_date calls the stand-in Recharge received (for one charge)."""
+        return [r for r in self.recharge_admin("GET", "/_admin/recharge/requests")
+                if charge_id is None or r["chargeId"] == charge_id]
+
+    def dunning_requests(self, charge_id: str | None = None) -> list[dict]:
+        return [r for r in self.recharge_admin("GET", "/_admin/dunning/requests")
+                if charge_id is None or r["chargeId"] == charge_id]
+
     def set_charge(self, charge_id: str, **fields: Any) -> dict:
         return self.kbank("PUT", f"/_admin/charges/{charge_id}", fields)
 
@@ -734,9 +791,12 @@ payment3 local stack (branch {stack.branch}, state in {stack.state_dir})
   HTTP routes + Lambda Invoke API (local gateway)   {u['gateway']}
   cargo lambda watch (runs the functions; internal) {u['watch']}
   fake KBank charge API                             {u['kbank']}   (charges: {u['kbank']}/_admin/charges)
+  stand-in Recharge API / dunning service           {u['recharge']} / {u['dunning']}
+                                                    (calls: {u['recharge']}/_admin/recharge/requests, {stack.recharge_log})
   tables: {', '.join(sorted(stack.tables.values()))}
   seeded: order {DEMO_ORDER} (grandTotal 2339.0), order {DEMO_CARD_ORDER} with card payment
-          {DEMO_CARD['token']} / charge {DEMO_CARD['chargeId']} (Authorized), secret {KBANK_SECRET_NAME}
+          {DEMO_CARD['token']} / charge {DEMO_CARD['chargeId']} (Authorized), secret {KBANK_SECRET_NAME},
+          secret recharge-{stack.branch} (clientSecret, apiToken)
 
 Try it:""")
     examples = {
@@ -748,6 +808,15 @@ Try it:""")
                            "amount": 2339.0, "userId": "demo-user"},
     }
     for route in stack.routes:
+        if route.path == "/recharge/webhook":
+            # Signed with the seeded client secret: one change_next_charge_date at the stand-in
+            # Recharge (its log: make records, or GET /_admin/recharge/requests).
+            raw = recharge_failed_charge(DEMO_RECHARGE_CHARGE)
+            headers = recharge_headers(raw)
+            print(f"  curl -s -X POST {u['gateway']}{route.path} -H 'Content-Type: application/json' "
+                  f"-H 'X-Recharge-Topic: charge/failed' -H 'X-Recharge-Hmac-Sha256: {headers['X-Recharge-Hmac-Sha256']}' "
+                  f"--data-binary '{raw.decode()}'")
+            continue
         body = examples.get(route.path)
         if body is None and route.path == "/notify":
             body = notify_body(DEMO_CARD["chargeId"], "1250.50")
@@ -772,6 +841,23 @@ def print_operator_examples(stack: Stack) -> None:
   {binary} redrive                # the failed-events queue; --yes to invoke again
   {binary} tables                 # each table of the branch and its item count
 """, flush=True)
+
+
+def recharge_failed_charge(charge_id: str, attempt: int = 1) -> bytes:
+    """A Recharge `charge/failed` webhook body (2021-01 charge object), as raw bytes."""
+    return json.dumps({"charge": {
+        "id": int(charge_id) if charge_id.isdigit() else charge_id, "customer_id": 77000001,
+        "email": "subscriber@example.com", "total_price": "49.90", "currency": "USD", "status": "error",
+        "error_type": "CARD_DECLINED", "error": "Your card was declined.", "charge_attempts": attempt,
+    }}, separators=(",", ":")).encode()
+
+
+def recharge_headers(body: bytes, topic: str = "charge/failed", secret: str = RECHARGE_CLIENT_SECRET) -> dict:
+    """Recharge's headers for a body: X-Recharge-Hmac-Sha256 = sha256(client secret + raw body)."""
+    import hashlib
+
+    digest = hashlib.sha256(secret.encode() + body).hexdigest()
+    return {"Content-Type": "application/json", "X-Recharge-Topic": topic, "X-Recharge-Hmac-Sha256": digest}
 
 
 def notify_body(charge_id: str, amount: str) -> dict:
@@ -810,6 +896,11 @@ def print_records(stack: Stack) -> None:
         print(f"\n== {name}: {len(items)} item(s)")
         for item in items:
             print("  " + json.dumps(item, default=str, sort_keys=True))
+    if stack.ports.recharge:
+        calls = stack.recharge_requests()
+        print(f"\n== stand-in Recharge: {len(calls)} change_next_charge_date call(s)")
+        for call in calls:
+            print("  " + json.dumps({k: call.get(k) for k in ("chargeId", "body", "tokenOk", "version", "status")}))
 
 
 def demo(stack: Stack) -> None:
@@ -861,6 +952,8 @@ def main() -> None:
     parser.add_argument("--watch-port", type=int, default=int(os.environ.get("WATCH_PORT", 9001)))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5050)))
     parser.add_argument("--kbank-port", type=int, default=int(os.environ.get("KBANK_PORT", 9400)))
+    parser.add_argument("--recharge-port", type=int, default=int(os.environ.get("RECHARGE_PORT", 9410)))
+    parser.add_argument("--dunning-port", type=int, default=int(os.environ.get("DUNNING_PORT", 9411)))
     parser.add_argument("--delayed-notify-seconds", type=int, default=5)
     parser.add_argument("--reload", action="store_true", help="rebuild functions when sources change")
     args = parser.parse_args()
@@ -875,7 +968,8 @@ def main() -> None:
 
     if state.exists():
         shutil.rmtree(state)  # moto is in-memory: a new stack starts from nothing
-    stack = Stack(state_dir=state, ports=Ports(args.moto_port, args.kbank_port, args.watch_port, args.port),
+    stack = Stack(state_dir=state, ports=Ports(args.moto_port, args.kbank_port, args.watch_port, args.port,
+                                                    args.recharge_port, args.dunning_port),
                   delayed_notify_seconds=args.delayed_notify_seconds, reload=args.reload)
     stop = threading.Event()
     # Ctrl-C (also when started from a script, where SIGINT may arrive ignored), kill, hang-up.

@@ -45,6 +45,8 @@ ERROR_LOG_NAME = {
     "process-paid": "processpaidorder",
     "process-paid-wallet": "processpaidwalletorder",
     "process-paid-amex": "processpaidamexorder",
+    "recharge-webhook": "rechargewebhook",
+    "recharge-dunning": "rechargedunning",
 }
 
 
@@ -116,7 +118,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     st = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
     if report.failed and st is not None:
-        for service in ("gateway", "watch", "kbank", "moto"):
+        for service in ("gateway", "watch", "kbank", "recharge", "moto"):
             log = st.state_dir / "logs" / f"{service}.log"
             if log.exists():
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])

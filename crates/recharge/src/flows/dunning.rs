@@ -16,7 +16,7 @@ use callback_core::{CallbackError, Incident, IncidentReporter, Ports, SecretCach
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::domain::charge::{ChargeFailure, DunningJob, Topic};
+use crate::domain::charge::{inbox_key, ChargeFailure, DunningJob, Topic};
 use crate::domain::dunning::{Changes, DateSource, Decision, DunningRecord, DunningState, Held};
 use crate::domain::schedule::{fallback_date, RetryDate, FALLBACK_DAYS};
 use crate::flows::settings::DunningSettings;
@@ -142,12 +142,14 @@ impl RechargeDunning {
         event: &Value,
         request_id: &str,
     ) {
+        // Filed like the webhook's inbox entries, so the error log's orderId-index finds both.
+        let filed_under = charge_id.map(inbox_key);
         self.reporter
             .report(
                 Incident {
                     function: DUNNING_FUNCTION,
                     error: err,
-                    order_id: None,
+                    order_id: filed_under.as_deref(),
                     charge_id,
                     event,
                     request_id,

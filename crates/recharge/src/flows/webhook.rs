@@ -237,12 +237,14 @@ impl RechargeWebhook {
                 (err, reply)
             }
         };
+        // Filed like the inbox entry, so the error log's orderId-index finds both.
+        let filed_under = charge_id.map(inbox_key);
         self.reporter
             .report(
                 Incident {
                     function: WEBHOOK_FUNCTION,
                     error: &err,
-                    order_id: None,
+                    order_id: filed_under.as_deref(),
                     charge_id,
                     event: &delivery.event,
                     request_id: &delivery.request_id,
