@@ -22,7 +22,8 @@ build:
 
 # The whole system on this machine; prints where each part listens and one curl per route,
 # streams the logs; Ctrl-C stops it. Ports: PORT (9000: routes + Invoke API), WATCH_PORT (9001),
-# MOTO_PORT (5050), KBANK_PORT (9400). DEV_ARGS=--reload rebuilds functions on change.
+# MOTO_PORT (5050), KBANK_PORT (9400), RECHARGE_PORT (9410), DUNNING_PORT (9411). DEV_ARGS=--reload
+# rebuilds functions on change.
 dev: venv
 	$(PY) scripts/stack.py dev $(DEV_ARGS)
 
@@ -41,6 +42,7 @@ unit: venv
 	cargo test --workspace
 	$(PY) scripts/stack.py with-aws -- cargo test -p callback-core --test card_dynamodb -- --ignored
 	$(PY) scripts/stack.py with-aws -- cargo test -p salary --test ledger_dynamodb -- --ignored
+	$(PY) scripts/stack.py with-aws -- cargo test -p recharge --test dunning_dynamodb -- --ignored
 
 # End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat.
 e2e: venv
