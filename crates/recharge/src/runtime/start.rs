@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use callback_core::runtime::start::{aws_config, aws_ports, dynamo_store, run};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use callback_core::runtime::start::{
+    answered, aws_config, aws_ports, dynamo_store, run, serve, PanicGuard,
+};
+use lambda_runtime::Error;
 
-use crate::flows::dunning::{DunningPorts, RechargeDunning};
+use crate::flows::dunning::{DunningPorts, RechargeDunning, DUNNING_FUNCTION};
 use crate::flows::settings::{DunningSettings, WebhookSettings};
-use crate::flows::webhook::RechargeWebhook;
+use crate::flows::webhook::{RechargeWebhook, WEBHOOK_FUNCTION};
 use crate::ports::http::{DunningClient, RechargeClient};
 use crate::ports::RetryDateAdvisor;
 
@@ -18,17 +19,16 @@ pub fn run_webhook() -> Result<(), Error> {
     run(|settings| async move {
         let webhook_settings = Arc::new(WebhookSettings::from_env(&settings)?);
         let ports = aws_ports(&aws_config().await);
+        let guard = PanicGuard::new(settings.clone(), &ports);
         let webhook = Arc::new(RechargeWebhook::new(settings, webhook_settings, ports));
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        // Every answer is logged (`answered`) for the stack's 5xx and rejected-signature alarms.
+        serve(WEBHOOK_FUNCTION, guard, move |event, request_id| {
             let webhook = webhook.clone();
             async move {
-                Ok::<Value, Error>(
-                    webhook
-                        .handle(event.payload, &event.context.request_id)
-                        .await,
-                )
+                let response = webhook.handle(event, &request_id).await;
+                Ok(answered(WEBHOOK_FUNCTION, response))
             }
-        }))
+        })
         .await
     })
 }
@@ -59,21 +59,18 @@ pub fn run_dunning() -> Result<(), Error> {
             advisor,
             recharge,
         };
-        let dunning = Arc::new(RechargeDunning::new(
-            settings,
-            dunning_settings,
-            aws_ports(&config),
-            ports,
-        ));
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let aws = aws_ports(&config);
+        let guard = PanicGuard::new(settings.clone(), &aws);
+        let dunning = Arc::new(RechargeDunning::new(settings, dunning_settings, aws, ports));
+        serve(DUNNING_FUNCTION, guard, move |event, request_id| {
             let dunning = dunning.clone();
             async move {
                 dunning
-                    .handle_event(event.payload, &event.context.request_id)
+                    .handle_event(event, &request_id)
                     .await
                     .map_err(Error::from)
             }
-        }))
+        })
         .await
     })
 }
