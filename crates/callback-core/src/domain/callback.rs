@@ -1,13 +1,15 @@
 //! The wallet / bank-app / Amex callback body (SPEC 4.1): parsed once into validated types.
 //! Field aliases follow the original (`orderId` or `order_id`, the first that is present and not
-//! empty); every rejection names the field and says what is wrong.
+//! empty); every rejection names the field and says what is wrong. Values are held to what
+//! DynamoDB stores ([`crate::domain::limits`]): ids in bytes, the amount on its decimal text.
 
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use crate::domain::error::ValidationError;
-
-/// Longest identifier accepted; DynamoDB allows 2048 bytes for a key, gateways send far less.
-const MAX_ID_CHARS: usize = 256;
+use crate::domain::limits::{check_id_bytes, check_number_text};
 
 /// A shop order id: non-empty text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -36,12 +38,7 @@ fn check_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
             format!("{field} must not be blank"),
         ));
     }
-    if value.chars().count() > MAX_ID_CHARS {
-        return Err(ValidationError::new(
-            field,
-            format!("{field} is longer than {MAX_ID_CHARS} characters"),
-        ));
-    }
+    check_id_bytes(field, value)?;
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(
             field,
@@ -51,7 +48,8 @@ fn check_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A paid amount: a JSON number, zero or more, kept as sent (`2339.0` stays `2339.0`).
+/// A paid amount: a JSON number, zero or more, within DynamoDB's number range, kept as sent
+/// (`2339.0` stays `2339.0`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Amount(Number);
 
@@ -70,6 +68,7 @@ impl Amount {
                         "amount must not be negative",
                     ))
                 } else {
+                    check_number_text("amount", &n.to_string())?;
                     Ok(Amount(n.clone()))
                 }
             }
@@ -103,7 +102,10 @@ pub fn parse_object(text: &str) -> Result<Map<String, Value>, ValidationError> {
         return Err(ValidationError::new("body", "body is empty"));
     }
     match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => {
+            check_amount_text(text)?;
+            Ok(map)
+        }
         Ok(other) => Err(ValidationError::new(
             "body",
             format!("body must be a JSON object, got {}", describe(&other)),
@@ -112,6 +114,27 @@ pub fn parse_object(text: &str) -> Result<Map<String, Value>, ValidationError> {
             "body",
             format!("body is not valid JSON: {e}"),
         )),
+    }
+}
+
+/// A top-level `amount` number is checked on its own digits: serde_json reads it through an f64,
+/// which would turn 39 digits into 17 that DynamoDB takes.
+fn check_amount_text(text: &str) -> Result<(), ValidationError> {
+    let raw: HashMap<String, &RawValue> = serde_json::from_str(text).unwrap_or_default();
+    match raw.get("amount").map(|r| r.get().trim()) {
+        Some(t) if t.starts_with('-') || t.starts_with(|c: char| c.is_ascii_digit()) => {
+            if t.starts_with('-') && t.trim_start_matches(['-', '0', '.']).is_empty() {
+                return Ok(()); // -0: zero
+            }
+            if t.starts_with('-') {
+                return Err(ValidationError::new(
+                    "amount",
+                    "amount must not be negative",
+                ));
+            }
+            check_number_text("amount", t)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -337,10 +360,65 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_id_is_rejected() {
+    fn an_overlong_id_is_rejected_in_bytes() {
         let mut v = good();
-        v["orderId"] = json!("9".repeat(MAX_ID_CHARS + 1));
-        assert_eq!(error_of(v).message, "orderId is longer than 256 characters");
+        v["orderId"] = json!("9".repeat(1025));
+        assert_eq!(
+            error_of(v).message,
+            "orderId is 1025 bytes in UTF-8, over the limit of 1024 bytes"
+        );
+        for field in ["paymentId", "userId"] {
+            let mut v = good();
+            v[field] = json!("😀".repeat(1000));
+            let err = error_of(v);
+            assert_eq!(err.field, field);
+            assert!(err.message.contains("4000 bytes"), "{}", err.message);
+        }
+        // 256 emoji are exactly 1024 bytes: accepted.
+        let mut v = good();
+        v["orderId"] = json!("😀".repeat(256));
+        assert!(CallbackPayload::from_object(obj(v)).is_ok());
+    }
+
+    #[test]
+    fn amounts_dynamodb_cannot_store_are_rejected_on_their_text() {
+        let body = |amount: &str| {
+            format!(
+                r#"{{"orderId":"1","paymentId":"p","success":true,"userId":"u","amount":{amount}}}"#
+            )
+        };
+        for (amount, needle) in [
+            ("1e308", "larger than DynamoDB can store"),
+            ("1e126", "larger than DynamoDB can store"),
+            ("1e-320", "closer to zero than DynamoDB can store"),
+            ("1e-131", "closer to zero than DynamoDB can store"),
+            (
+                "123456789012345678901234567890123456789",
+                "more than 38 significant digits",
+            ),
+            ("-1", "must not be negative"),
+            ("-1e-320", "must not be negative"),
+        ] {
+            let err = CallbackPayload::parse(&body(amount)).unwrap_err();
+            assert_eq!(err.field, "amount", "{amount}");
+            assert!(err.message.contains(needle), "{amount}: {}", err.message);
+        }
+        for ok in [
+            "0",
+            "-0",
+            "0.0",
+            "2339.00",
+            "1e125",
+            "1E-130",
+            "12345678901234567890123456789012345678",
+        ] {
+            let r = CallbackPayload::parse(&body(ok));
+            assert!(r.is_ok(), "{ok}: {r:?}");
+        }
+        // An already-parsed object (a direct invoke) is checked on the number it holds.
+        let mut v = good();
+        v["amount"] = json!(1e308);
+        assert_eq!(error_of(v).field, "amount");
     }
 
     #[test]

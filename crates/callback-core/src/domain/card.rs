@@ -14,8 +14,9 @@ use crate::domain::checksum::ChecksumFields;
 use crate::domain::clock::{isoformat, parse_isoformat};
 use crate::domain::error::ValidationError;
 use crate::domain::item::{Attr, DecodeError, Item, ItemBuilder, ItemReader};
+use crate::domain::limits::{fit_item, number_problem, NumberProblem, Shrink};
 use crate::domain::money::{decimal_text_from_raw, parse_decimal};
-use crate::domain::redact::redact_value;
+use crate::domain::redact::{redact_text, redact_value};
 
 /// How the notify body was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,17 @@ impl NotifyBody {
                 ))
             }
         };
+        // An amount DynamoDB cannot store as a number is refused here, not by DynamoDB.
+        if let Some(problem) = amount
+            .as_deref()
+            .and_then(|a| number_problem(a.trim()))
+            .filter(|p| *p != NumberProblem::NotANumber)
+        {
+            return Err(ValidationError::new(
+                "amount",
+                format!("amount {}", problem.describe()),
+            ));
+        }
         let text = |name: &str| match fields.get(name) {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
@@ -198,11 +210,11 @@ impl NotifyRecord {
             body: redact_value(&Value::Object(body.fields.clone())),
             event: redact_value(event),
             checksum_verified: verified.is_ok(),
-            checksum_error: verified.err(),
+            checksum_error: verified.err().map(|e| redact_text(&e)),
             order_id: None,
             amount: body.amount.clone(),
-            status: body.status.clone(),
-            transaction_state: body.transaction_state.clone(),
+            status: redact_text(&body.status),
+            transaction_state: redact_text(&body.transaction_state),
             request_id: request_id.to_string(),
         }
     }
@@ -236,6 +248,17 @@ impl NotifyRecord {
         if let Some(d) = self.amount.as_deref().and_then(parse_decimal) {
             item.insert("amount".into(), Attr::N(d.to_string()));
         }
+        fit_item(
+            &mut item,
+            &[
+                ("event", Shrink::Json),
+                ("body", Shrink::Json),
+                ("status", Shrink::Text),
+                ("transaction_state", Shrink::Text),
+                ("checksumError", Shrink::Text),
+            ],
+            0,
+        );
         item
     }
 
@@ -393,6 +416,43 @@ mod tests {
                 .as_deref(),
             Some("checksum is missing")
         );
+    }
+
+    #[test]
+    fn amounts_dynamodb_cannot_store_are_refused_naming_the_field() {
+        for body in [
+            r#"{"id":"chrg_1","amount":1e308}"#,
+            r#"{"id":"chrg_1","amount":"1e-320"}"#,
+            "id=chrg_1&amount=123456789012345678901234567890123456789",
+        ] {
+            assert_eq!(
+                NotifyBody::parse(body).unwrap_err().field,
+                "amount",
+                "{body}"
+            );
+        }
+        // Not a number at all: left to the checksum, as before.
+        assert!(NotifyBody::parse("id=chrg_1&amount=abc").is_ok());
+    }
+
+    #[test]
+    fn a_notify_record_redacts_every_text_it_keeps() {
+        let body = NotifyBody::parse(
+            r#"{"id":"chrg_1","amount":"1.00","status":"4111 1111 1111 1111","transaction_state":"cvv 987","cvc":"123"}"#,
+        )
+        .unwrap();
+        let rec = NotifyRecord::new(
+            &body,
+            NotifyNote::Notify,
+            &json!({"h": "skey_live_z"}),
+            Err("bad for skey_live_z".into()),
+            "r",
+            Utc::now(),
+        );
+        let text = serde_json::to_string(&rec.to_item()).unwrap();
+        for leak in ["4111 1111", "987", "live_z", "\"123"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! One item of the error log (SPEC 6.1) and its encoding.
+//! One item of the error log (SPEC 6.1) and its encoding: redacted (the ids too: a card number
+//! sent as an order id must not reach the log) and within DynamoDB's 400 KB (a too-large
+//! `event` is kept as a prefix with its length and SHA-256).
 
 use serde_json::Value;
 
 use crate::domain::item::{DecodeError, Item, ItemBuilder, ItemReader};
+use crate::domain::limits::{fit_item, Shrink};
+use crate::domain::redact::{redact_text, redact_value};
 
 /// One item of `payment3-callback-error-log-<branch>`.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,19 +27,32 @@ pub struct ErrorLogEntry {
 
 impl ErrorLogEntry {
     pub fn to_item(&self) -> Item {
-        ItemBuilder::new()
+        let event = self.event.as_ref().map(redact_value);
+        let mut item = ItemBuilder::new()
             .unicode("id", &self.id)
             .unicode("function_name", &self.function_name)
-            .unicode("error", &self.error)
+            .unicode("error", redact_text(&self.error))
             .unicode("errorType", &self.error_type)
-            .unicode_opt("orderId", self.order_id.clone())
-            .unicode_opt("chargeId", self.charge_id.clone())
-            .json_opt("event", self.event.as_ref())
+            .unicode_opt("orderId", self.order_id.as_deref().map(redact_text))
+            .unicode_opt("chargeId", self.charge_id.as_deref().map(redact_text))
+            .json_opt("event", event.as_ref())
             .unicode("requestId", &self.request_id)
             .integer("status", self.status.into())
             .unicode("created_at", &self.created_at)
             .integer("ttl", self.ttl)
-            .build()
+            .build();
+        fit_item(
+            &mut item,
+            &[
+                ("event", Shrink::Json),
+                ("orderId", Shrink::Text),
+                ("chargeId", Shrink::Text),
+                ("error", Shrink::Text),
+                ("requestId", Shrink::Text),
+            ],
+            0,
+        );
+        item
     }
 
     pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
@@ -56,5 +73,50 @@ impl ErrorLogEntry {
             created_at: r.unicode("created_at")?.into(),
             ttl: r.number_opt("ttl")?.and_then(|n| n.as_i64()).unwrap_or(0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::limits::check_item;
+    use serde_json::json;
+
+    fn entry(event: Value) -> ErrorLogEntry {
+        ErrorLogEntry {
+            id: "e-1".into(),
+            function_name: "walletcallback".into(),
+            error: "body is 2097152 bytes, over the limit".into(),
+            error_type: "BodyTooLarge".into(),
+            order_id: Some("4111111111111111".into()),
+            charge_id: None,
+            event: Some(event),
+            request_id: "r".into(),
+            status: 413,
+            created_at: "2026-11-21T00:00:00".into(),
+            ttl: 1,
+        }
+    }
+
+    #[test]
+    fn a_2_mb_event_is_truncated_with_its_length_and_hash() {
+        let body = format!("{{\"pad\": \"{}\"}}", "\u{1}".repeat(2 * 1024 * 1024));
+        let e = entry(json!({"body": body}));
+        let item = e.to_item();
+        assert!(check_item(&item, "id", None).is_ok());
+        let back = ErrorLogEntry::from_item(&item).unwrap();
+        let event = back.event.unwrap();
+        assert_eq!(event["truncated"], true);
+        assert!(event["bytes"].as_u64().unwrap() > 2 * 1024 * 1024);
+        assert_eq!(event["sha256"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn ids_and_events_are_redacted() {
+        let item = entry(json!({"cvv": "123", "note": "skey_live_x"})).to_item();
+        let text = serde_json::to_string(&item).unwrap();
+        assert!(!text.contains("4111111111111111"), "{text}");
+        assert!(!text.contains("live_x"), "{text}");
+        assert!(!text.contains("\\\"123"), "{text}");
     }
 }

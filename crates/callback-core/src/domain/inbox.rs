@@ -1,20 +1,98 @@
-//! The inbox (SPEC 4.1 step 3): every delivery, duplicates and rejects included, with its raw
-//! body, headers minus secrets, source IP, function and outcome. Nothing a gateway sent is lost.
+//! The inbox (SPEC 4.1 step 3): every delivery, duplicates and rejects included, with its body,
+//! headers minus secrets, source IP, function and outcome. Nothing a gateway sent is lost.
 //! Key: hash `orderId`, range `receivedAt#requestId`.
+//!
+//! Within DynamoDB's limits (SPEC 4.6): the body kept is redacted and at most its first 64 KiB,
+//! with the full body's byte length (`bodyBytes`) and SHA-256 (`bodySha256`) beside it, so a 2 MB
+//! body is still recorded (and answered 413). A delivery whose body names no usable order id
+//! (none, not text, blank, or too long for a key) is filed under one of [`UNKNOWN_PARTITIONS`]
+//! partitions `UNKNOWN#0` .. `UNKNOWN#15`, chosen from a hash of its request id: a flood of
+//! garbage is spread over several partition keys instead of making one hot key (DynamoDB
+//! throttles a single key at about 1000 writes a second). To read them all, query each of
+//! [`unknown_partitions`].
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::domain::clock::isoformat;
-use crate::domain::delivery::Delivery;
-use crate::domain::item::{DecodeError, Item, ItemBuilder, ItemReader};
+use crate::domain::delivery::{Body, Delivery};
+use crate::domain::item::{Attr, DecodeError, Item, ItemBuilder, ItemReader};
+use crate::domain::limits::{
+    fit_item, fits_key, prefix, sha256_hex, Shrink, KEPT_PREFIX_BYTES, MAX_ID_BYTES,
+    MAX_RANGE_KEY_BYTES,
+};
 use crate::domain::redact::redact_text;
 
-/// The `orderId` of a delivery whose body names none.
+/// The `orderId` prefix of a delivery whose body names no usable order id.
 pub const UNKNOWN_ORDER: &str = "UNKNOWN";
+/// How many partitions deliveries without an order id are spread over.
+pub const UNKNOWN_PARTITIONS: u8 = 16;
 /// The range key attribute.
 pub const SORT_KEY: &str = "receivedAt#requestId";
+/// Room left in an inbox item for the outcome and error set when the delivery finishes.
+const OUTCOME_HEADROOM: usize = 4 * 1024;
+
+/// The partition of a delivery without an order id: `UNKNOWN#<0..15>` from its request id.
+pub fn unknown_partition(request_id: &str) -> String {
+    let first = sha256_hex(request_id.as_bytes());
+    let n = u8::from_str_radix(&first[..2], 16).unwrap_or(0) % UNKNOWN_PARTITIONS;
+    format!("{UNKNOWN_ORDER}#{n}")
+}
+
+/// Every partition [`unknown_partition`] can choose.
+pub fn unknown_partitions() -> Vec<String> {
+    (0..UNKNOWN_PARTITIONS)
+        .map(|n| format!("{UNKNOWN_ORDER}#{n}"))
+        .collect()
+}
+
+/// The body as kept: redacted, at most [`KEPT_PREFIX_BYTES`], and what the whole body was.
+struct KeptBody {
+    text: String,
+    encoding: &'static str,
+    bytes: usize,
+    sha256: String,
+    truncated: bool,
+}
+
+fn kept_body(body: &Body) -> KeptBody {
+    let (raw, encoding): (std::borrow::Cow<'_, [u8]>, &'static str) = match body {
+        Body::Empty => (b"".as_slice().into(), "text"),
+        Body::Text(t) | Body::NotBase64(t) => (t.as_bytes().into(), "text"),
+        Body::Binary(b) => (b.as_slice().into(), "base64"),
+        Body::Object(o) => (
+            Value::Object(o.clone()).to_string().into_bytes().into(),
+            "json",
+        ),
+    };
+    let bytes = raw.len();
+    let sha256 = sha256_hex(&raw);
+    let (text, truncated) = if encoding == "base64" {
+        // 48 KiB of bytes is 64 KiB of base64.
+        let keep = raw.len().min(KEPT_PREFIX_BYTES / 4 * 3);
+        (
+            base64::engine::general_purpose::STANDARD.encode(&raw[..keep]),
+            keep < raw.len(),
+        )
+    } else {
+        let text = String::from_utf8_lossy(&raw);
+        // Redact a little more than is kept (a card number across the cut is still masked),
+        // then cut: redaction may lengthen the text.
+        let redacted = redact_text(prefix(&text, KEPT_PREFIX_BYTES + 256));
+        let kept = prefix(&redacted, KEPT_PREFIX_BYTES).to_string();
+        let truncated = kept.len() < redacted.len() || text.len() > KEPT_PREFIX_BYTES + 256;
+        (kept, truncated)
+    };
+    KeptBody {
+        text,
+        encoding,
+        bytes,
+        sha256,
+        truncated,
+    }
+}
 
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,10 +154,16 @@ pub struct InboxEntry {
     pub request_id: String,
     /// `walletcallback`, `notify`, ...
     pub function: String,
-    /// The body as received (card numbers masked); base64 when it was not text.
+    /// The body as received, redacted, at most its first 64 KiB; base64 when it was not text.
     pub body: String,
     /// `text`, `json` (a parsed object from a direct invoke) or `base64`.
     pub body_encoding: String,
+    /// The whole body's length in bytes, as received.
+    pub body_bytes: u64,
+    /// The whole body's SHA-256 (lowercase hex), as received.
+    pub body_sha256: String,
+    /// Whether `body` is only the first part of it.
+    pub body_truncated: bool,
     pub headers: BTreeMap<String, String>,
     pub source_ip: Option<String>,
     pub outcome: InboxOutcome,
@@ -102,17 +186,27 @@ impl InboxEntry {
         order_id: Option<&str>,
         ttl_seconds: u64,
     ) -> Self {
-        let (body, encoding) = delivery.body_text();
+        let body = kept_body(&delivery.body);
+        let received_at = isoformat(delivery.received_at);
+        // The request id is part of the range key: bounded, with room for the time and `#`.
+        let request_id = prefix(
+            &delivery.request_id,
+            MAX_RANGE_KEY_BYTES - received_at.len() - 1,
+        )
+        .to_string();
         InboxEntry {
             order_id: order_id
-                .filter(|o| !o.is_empty())
-                .unwrap_or(UNKNOWN_ORDER)
-                .to_string(),
-            received_at: isoformat(delivery.received_at),
-            request_id: delivery.request_id.clone(),
+                .filter(|o| !o.trim().is_empty() && fits_key(o, MAX_ID_BYTES))
+                .map(String::from)
+                .unwrap_or_else(|| unknown_partition(&delivery.request_id)),
+            received_at,
+            request_id,
             function: function.to_string(),
-            body: redact_text(&body),
-            body_encoding: encoding.to_string(),
+            body: body.text,
+            body_encoding: body.encoding.to_string(),
+            body_bytes: body.bytes as u64,
+            body_sha256: body.sha256,
+            body_truncated: body.truncated,
             headers: delivery.headers.clone(),
             source_ip: delivery.source_ip.clone(),
             outcome: InboxOutcome::Received,
@@ -137,6 +231,9 @@ impl InboxEntry {
             .unicode("function", &self.function)
             .unicode("body", &self.body)
             .unicode("bodyEncoding", &self.body_encoding)
+            .integer("bodyBytes", self.body_bytes as i64)
+            .unicode("bodySha256", &self.body_sha256)
+            .boolean("bodyTruncated", self.body_truncated)
             .json_opt("headers", Some(&headers))
             .unicode_opt("sourceIp", self.source_ip.clone())
             .unicode("outcome", self.outcome.name())
@@ -150,7 +247,18 @@ impl InboxEntry {
         if let Some(status) = self.outcome.status() {
             b = b.integer("status", status.into());
         }
-        b.build()
+        let mut item = b.build();
+        // Only a direct invoke can carry headers or a source IP this large; the body is bounded.
+        fit_item(
+            &mut item,
+            &[
+                ("headers", Shrink::Json),
+                ("sourceIp", Shrink::Text),
+                ("error", Shrink::Text),
+            ],
+            OUTCOME_HEADROOM,
+        );
+        item
     }
 
     pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
@@ -179,6 +287,12 @@ impl InboxEntry {
             function: r.unicode("function")?.to_string(),
             body: r.unicode("body")?.to_string(),
             body_encoding: r.unicode("bodyEncoding")?.to_string(),
+            body_bytes: r
+                .number_opt("bodyBytes")?
+                .and_then(|n| n.as_u64())
+                .unwrap_or_default(),
+            body_sha256: r.unicode_opt("bodySha256")?.unwrap_or_default().to_string(),
+            body_truncated: matches!(item.get("bodyTruncated"), Some(Attr::Bool(true))),
             headers,
             source_ip: r.unicode_opt("sourceIp")?.map(String::from),
             outcome,
@@ -257,9 +371,71 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_without_an_order_id_is_filed_under_unknown() {
-        let d = Delivery::from_event(json!({"body": "garbage"}), "r", Utc::now());
-        let e = InboxEntry::received(&d, "amexcallback", None, 1);
-        assert_eq!(e.order_id, UNKNOWN_ORDER);
+    fn deliveries_without_an_order_id_are_spread_over_the_unknown_partitions() {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let d =
+                Delivery::from_event(json!({"body": "garbage"}), &format!("req-{i}"), Utc::now());
+            let e = InboxEntry::received(&d, "amexcallback", None, 1);
+            assert!(unknown_partitions().contains(&e.order_id), "{}", e.order_id);
+            // The same request id always lands in the same partition.
+            assert_eq!(e.order_id, unknown_partition(&format!("req-{i}")));
+            seen.insert(e.order_id);
+        }
+        assert_eq!(seen.len(), UNKNOWN_PARTITIONS as usize);
+    }
+
+    #[test]
+    fn an_order_id_unfit_for_a_key_is_filed_as_unknown() {
+        let d = Delivery::from_event(json!({"body": "{}"}), "r", Utc::now());
+        for bad in ["", "   ", &"😀".repeat(1000)] {
+            let e = InboxEntry::received(&d, "walletcallback", Some(bad), 1);
+            assert_eq!(e.order_id, unknown_partition("r"));
+        }
+    }
+
+    #[test]
+    fn a_huge_body_keeps_its_first_64_kib_its_length_and_hash() {
+        let body = format!(
+            "{{\"card\": \"4111 1111 1111 1111\", \"pad\": \"{}\"}}",
+            "x".repeat(2 * 1024 * 1024)
+        );
+        let d = Delivery::from_event(json!({"body": body}), "r", Utc::now());
+        let e = InboxEntry::received(&d, "walletcallback", None, 1);
+        assert_eq!(e.body_bytes, body.len() as u64);
+        assert_eq!(e.body_sha256, sha256_hex(body.as_bytes()));
+        assert!(e.body_truncated);
+        assert!(e.body.len() <= KEPT_PREFIX_BYTES);
+        assert!(
+            e.body.starts_with("{\"card\": \"411111******1111\""),
+            "{}",
+            &e.body[..40]
+        );
+        let item = e.to_item();
+        assert!(crate::domain::limits::check_item(&item, "orderId", Some(SORT_KEY)).is_ok());
+        assert_eq!(InboxEntry::from_item(&item).unwrap(), e);
+    }
+
+    #[test]
+    fn binary_bodies_keep_a_base64_prefix() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
+        let d = Delivery {
+            body: Body::Binary(bytes.clone()),
+            ..Delivery::from_event(json!({}), "r", Utc::now())
+        };
+        let e = InboxEntry::received(&d, "notify", None, 1);
+        assert_eq!(e.body_encoding, "base64");
+        assert!(e.body.len() <= KEPT_PREFIX_BYTES);
+        assert!(e.body_truncated);
+        assert_eq!(e.body_sha256, sha256_hex(&bytes));
+    }
+
+    #[test]
+    fn huge_headers_from_a_direct_invoke_still_fit() {
+        let mut d = Delivery::from_event(json!({"body": "{}"}), "r", Utc::now());
+        d.headers.insert("x-pad".into(), "y".repeat(600_000));
+        d.source_ip = Some("z".repeat(600_000));
+        let item = InboxEntry::received(&d, "wallet", Some("1"), 1).to_item();
+        assert!(crate::domain::limits::check_item(&item, "orderId", Some(SORT_KEY)).is_ok());
     }
 }

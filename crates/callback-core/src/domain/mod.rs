@@ -17,6 +17,7 @@ pub mod error_log;
 pub mod inbox;
 pub mod item;
 pub mod ledger;
+pub mod limits;
 pub mod money;
 pub mod record;
 pub mod redact;

@@ -1,5 +1,6 @@
-//! The callback record (SPEC 5) and the [`RecordTable`] types that tell the wallet, bank-app and
-//! Amex callbacks apart: which table, which label, which process-paid function.
+//! The callback record (SPEC 5). What it stores of the delivery (`body`, `event`, `message`) is
+//! redacted (SPEC 4.6: no card number, CVV or secret), and the item stays within DynamoDB's
+//! 400 KB (a too-large `event` is kept as a prefix with its length and SHA-256).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
@@ -7,6 +8,8 @@ use serde_json::{Number, Value};
 use crate::domain::callback::CallbackPayload;
 use crate::domain::clock::isoformat;
 use crate::domain::item::{DecodeError, Item, ItemBuilder, ItemReader};
+use crate::domain::limits::{fit_item, Shrink};
+use crate::domain::redact::{redact_text, redact_value};
 
 /// One callback record: the original's `WalletCallbackRecordTable` / `AmexCallbackRecordTable`.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,14 +22,15 @@ pub struct CallbackRecord {
     pub amount: Option<Number>,
     /// The Lambda event, redacted.
     pub event: Option<Value>,
-    /// The body object.
+    /// The body object, redacted.
     pub body: Option<Value>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl CallbackRecord {
-    /// The record of a validated callback received at `now`.
+    /// The record of a validated callback received at `now`: its body, event and message
+    /// redacted (the ids are kept as sent: they are what the record is found by).
     pub fn new(payload: &CallbackPayload, event: Value, now: DateTime<Utc>) -> Self {
         let at = isoformat(now);
         CallbackRecord {
@@ -34,10 +38,10 @@ impl CallbackRecord {
             payment_id: payload.payment_id.clone(),
             success: payload.success,
             user_id: payload.user_id.clone(),
-            message: Some(payload.message.clone()),
+            message: Some(redact_text(&payload.message)),
             amount: Some(payload.amount.as_number().clone()),
-            event: Some(event),
-            body: Some(Value::Object(payload.body.clone())),
+            event: Some(redact_value(&event)),
+            body: Some(redact_value(&Value::Object(payload.body.clone()))),
             created_at: at.clone(),
             updated_at: at,
         }
@@ -57,7 +61,17 @@ impl CallbackRecord {
         if let Some(amount) = &self.amount {
             b = b.number("amount", amount);
         }
-        b.build()
+        let mut item = b.build();
+        fit_item(
+            &mut item,
+            &[
+                ("event", Shrink::Json),
+                ("body", Shrink::Json),
+                ("message", Shrink::Text),
+            ],
+            0,
+        );
+        item
     }
 
     pub fn from_item(item: &Item) -> Result<Self, DecodeError> {
@@ -117,6 +131,47 @@ mod tests {
             CallbackRecord::from_item(&record.to_item()).unwrap(),
             record
         );
+    }
+
+    #[test]
+    fn the_record_stores_no_card_number_cvv_or_key() {
+        let p = CallbackPayload::parse(
+            &json!({"orderId": "482500007436", "paymentId": "pay_1", "success": true,
+                    "userId": "u-1", "cardNumber": "4111111111111111", "cvv": "123",
+                    "message": "card 4111 1111 1111 1111 cvv 987 key skey_live_abc"})
+            .to_string(),
+        )
+        .unwrap();
+        let event = json!({"body": "{\"cvv\": 123, \"pan\": \"4111-1111-1111-1111\"}",
+                           "headers": {"Authorization": "Bearer tok_abcdef"}});
+        let item = CallbackRecord::new(&p, event, Utc::now()).to_item();
+        let text = serde_json::to_string(&item).unwrap();
+        for leak in [
+            "4111111111111111",
+            "4111 1111",
+            "4111-1111",
+            "123\\\"",
+            "987",
+            "live_abc",
+            "tok_abcdef",
+        ] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+        assert!(text.contains("411111******1111"));
+        let record = CallbackRecord::from_item(&item).unwrap();
+        assert_eq!(record.order_id, "482500007436");
+        assert_eq!(record.body.unwrap()["cvv"], "[REDACTED]");
+    }
+
+    #[test]
+    fn a_huge_event_is_kept_as_a_prefix_and_the_record_still_loads() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 13, 0, 0).unwrap();
+        let event = json!({"headers": {"x-pad": "\u{1}".repeat(120_000)}});
+        let item = CallbackRecord::new(&payload(true), event, at).to_item();
+        assert!(crate::domain::limits::check_item(&item, "orderId", None).is_ok());
+        let record = CallbackRecord::from_item(&item).unwrap();
+        assert_eq!(record.event.unwrap()["truncated"], true);
+        assert!(record.success);
     }
 
     #[test]

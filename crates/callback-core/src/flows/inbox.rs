@@ -38,7 +38,7 @@ impl Inbox {
         }
     }
 
-    /// Keeps a delivery on arrival, filed under `order_id` (or `UNKNOWN`).
+    /// Keeps a delivery on arrival, filed under `order_id` (or an `UNKNOWN#<n>` partition).
     pub async fn keep(
         &self,
         delivery: &Delivery,

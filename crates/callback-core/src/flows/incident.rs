@@ -60,11 +60,14 @@ impl IncidentReporter {
     pub async fn report(&self, incident: Incident<'_>, now: DateTime<Utc>) {
         let error_text = redact_text(&incident.error.to_string());
         let kind = incident.error.kind();
+        // Ids come from the request as sent: a card number posted as an order id is masked too.
+        let order_id = incident.order_id.map(redact_text);
+        let charge_id = incident.charge_id.map(redact_text);
         tracing::error!(
             function = incident.function,
             error_type = kind,
-            order_id = incident.order_id,
-            charge_id = incident.charge_id,
+            order_id = order_id.as_deref(),
+            charge_id = charge_id.as_deref(),
             request_id = incident.request_id,
             error = %error_text,
             "callback failed"
@@ -143,8 +146,8 @@ impl IncidentReporter {
                 incident.function,
                 kind,
                 error_text,
-                incident.order_id.unwrap_or("-"),
-                incident.charge_id.unwrap_or("-"),
+                incident.order_id.map(redact_text).as_deref().unwrap_or("-"),
+                incident.charge_id.map(redact_text).as_deref().unwrap_or("-"),
                 incident.request_id,
                 alerts.cooldown.as_secs(),
                 self.settings.tables.callback_error_log,
@@ -179,10 +182,10 @@ async fn capture_in_sentry(incident: &Incident<'_>, error_text: &str) {
     sentry::with_scope(
         |scope| {
             if let Some(o) = incident.order_id {
-                scope.set_tag("orderId", o);
+                scope.set_tag("orderId", redact_text(o));
             }
             if let Some(c) = incident.charge_id {
-                scope.set_tag("chargeId", c);
+                scope.set_tag("chargeId", redact_text(c));
             }
             scope.set_tag("function", incident.function);
             scope.set_tag("errorType", incident.error.kind());

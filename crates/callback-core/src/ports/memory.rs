@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::error_log::ErrorLogEntry;
-use crate::domain::inbox::{InboxEntry, InboxOutcome};
+use crate::domain::inbox::{InboxEntry, InboxOutcome, SORT_KEY};
 use crate::domain::item::{Attr, Item};
+use crate::domain::limits::check_item;
 use crate::domain::record::CallbackRecord;
 use crate::ports::error::{InvokeError, MailError, SecretError, StoreError};
 use crate::ports::{
@@ -66,6 +67,20 @@ impl MemoryAws {
     }
     pub fn fail_mail(&self, fail: bool) {
         self.fail_mail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Refuses what DynamoDB refuses (SPEC 4.6: item size, key sizes, number range), as
+    /// DynamoDB's ValidationException would, so a missing check fails a unit test too.
+    fn check_limits(
+        operation: &'static str,
+        table: &str,
+        item: &Item,
+        hash: &str,
+        range: Option<&str>,
+    ) -> Result<(), StoreError> {
+        check_item(item, hash, range).map_err(|problem| {
+            StoreError::new(operation, table, format!("ValidationException: {problem}"))
+        })
     }
 
     fn check_store(&self, operation: &'static str, table: &str) -> Result<(), StoreError> {
@@ -175,15 +190,16 @@ impl CallbackRecordStore for MemoryAws {
             if !record.success
                 && existing.is_some_and(|i| i.get("success") == Some(&Attr::Bool(true)))
             {
-                return SaveOutcome::KeptEarlierSuccess;
+                return Ok(SaveOutcome::KeptEarlierSuccess);
             }
             let mut item = record.to_item();
             if let Some(created) = existing.and_then(|i| i.get("created_at")) {
                 item.insert("created_at".into(), created.clone());
             }
+            Self::check_limits("UpdateItem", table, &item, "orderId", None)?;
             t.insert(record.order_id.clone(), item);
-            SaveOutcome::Written
-        }))
+            Ok(SaveOutcome::Written)
+        })?)
     }
 }
 
@@ -192,9 +208,11 @@ impl InboxStore for MemoryAws {
     async fn append(&self, table: &str, entry: &InboxEntry) -> Result<(), StoreError> {
         self.check_store("PutItem", table)?;
         let key = format!("{}|{}", entry.order_id, entry.sort_key());
+        let item = entry.to_item();
+        Self::check_limits("PutItem", table, &item, "orderId", Some(SORT_KEY))?;
         self.with_table(table, |t| {
             // The same key is the same delivery (a Lambda retry): already kept.
-            t.entry(key).or_insert_with(|| entry.to_item());
+            t.entry(key).or_insert(item);
             Ok(())
         })
     }
@@ -209,7 +227,9 @@ impl InboxStore for MemoryAws {
         let key = format!("{}|{}", entry.order_id, entry.sort_key());
         let mut updated = entry.clone();
         updated.outcome = outcome.clone();
-        self.with_table(table, |t| t.insert(key, updated.to_item()));
+        let item = updated.to_item();
+        Self::check_limits("UpdateItem", table, &item, "orderId", Some(SORT_KEY))?;
+        self.with_table(table, |t| t.insert(key, item));
         Ok(())
     }
 }
@@ -218,7 +238,9 @@ impl InboxStore for MemoryAws {
 impl ErrorLogStore for MemoryAws {
     async fn put_error(&self, table: &str, entry: &ErrorLogEntry) -> Result<(), StoreError> {
         self.check_store("PutItem", table)?;
-        self.with_table(table, |t| t.insert(entry.id.clone(), entry.to_item()));
+        let item = entry.to_item();
+        Self::check_limits("PutItem", table, &item, "id", None)?;
+        self.with_table(table, |t| t.insert(entry.id.clone(), item));
         Ok(())
     }
 }
@@ -352,10 +374,9 @@ impl CardStore for MemoryAws {
                     StoreError::new("PutItem", table, "created_at is not a timestamp")
                 })?;
             }
-            t.insert(
-                format!("{}|{}", record.charge_id, record.created_at),
-                record.to_item(),
-            );
+            let item = record.to_item();
+            Self::check_limits("PutItem", table, &item, "chargeId", Some("created_at"))?;
+            t.insert(format!("{}|{}", record.charge_id, record.created_at), item);
             Ok(())
         })
     }

@@ -85,7 +85,7 @@ where
     F: FnOnce(Arc<Settings>) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
 {
-    lambda_runtime::tracing::init_default_subscriber();
+    crate::runtime::logging::init_redacting_subscriber();
     let settings = Arc::new(Settings::from_env()?);
     let _sentry = init_sentry(&settings);
     tokio::runtime::Builder::new_multi_thread()
