@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::domain::item::{DecodeError, Item, ItemBuilder, ItemReader};
-use crate::domain::limits::{fit_item, Shrink};
+use crate::domain::limits::{fit_item, fits_key, prefix, Shrink, MAX_ID_BYTES};
 use crate::domain::redact::{redact_text, redact_value};
 
 /// One item of `payment3-callback-error-log-<branch>`.
@@ -28,12 +28,24 @@ pub struct ErrorLogEntry {
 impl ErrorLogEntry {
     pub fn to_item(&self) -> Item {
         let event = self.event.as_ref().map(redact_value);
+        let order_id = self.order_id.as_deref().map(redact_text);
         let mut item = ItemBuilder::new()
             .unicode("id", &self.id)
             .unicode("function_name", &self.function_name)
             .unicode("error", redact_text(&self.error))
             .unicode("errorType", &self.error_type)
-            .unicode_opt("orderId", self.order_id.as_deref().map(redact_text))
+            // `orderId` is the key of the `orderId-index`: an id no key can hold (empty, over
+            // 1024 bytes) is kept as `orderIdAsSent`, a prefix, outside the index.
+            .unicode_opt(
+                "orderId",
+                order_id.clone().filter(|o| fits_key(o, MAX_ID_BYTES)),
+            )
+            .unicode_opt(
+                "orderIdAsSent",
+                order_id
+                    .filter(|o| !fits_key(o, MAX_ID_BYTES))
+                    .map(|o| prefix(&o, MAX_ID_BYTES).to_string()),
+            )
             .unicode_opt("chargeId", self.charge_id.as_deref().map(redact_text))
             .json_opt("event", event.as_ref())
             .unicode("requestId", &self.request_id)
@@ -45,7 +57,6 @@ impl ErrorLogEntry {
             &mut item,
             &[
                 ("event", Shrink::Json),
-                ("orderId", Shrink::Text),
                 ("chargeId", Shrink::Text),
                 ("error", Shrink::Text),
                 ("requestId", Shrink::Text),
@@ -109,6 +120,22 @@ mod tests {
         assert_eq!(event["truncated"], true);
         assert!(event["bytes"].as_u64().unwrap() > 2 * 1024 * 1024);
         assert_eq!(event["sha256"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn an_order_id_no_key_can_hold_stays_out_of_the_index() {
+        for bad in ["".to_string(), "😀".repeat(1000)] {
+            let mut e = entry(json!({}));
+            e.order_id = Some(bad.clone());
+            let item = e.to_item();
+            assert!(!item.contains_key("orderId"));
+            assert!(check_item(&item, "id", None).is_ok());
+            if !bad.is_empty() {
+                assert!(
+                    matches!(&item["orderIdAsSent"], crate::domain::item::Attr::S(s) if s.len() <= 1024)
+                );
+            }
+        }
     }
 
     #[test]
