@@ -5,7 +5,7 @@
 //! Within DynamoDB's limits (SPEC 4.6): the body kept is redacted and at most its first 64 KiB,
 //! with the full body's byte length (`bodyBytes`) and SHA-256 (`bodySha256`) beside it, so a 2 MB
 //! body is still recorded (and answered 413). A delivery whose body names no usable order id
-//! (none, not text, blank, or too long for a key) is filed under one of [`UNKNOWN_PARTITIONS`]
+//! (none, not text, blank, with control characters, or too long for a key) is filed under one of [`UNKNOWN_PARTITIONS`]
 //! partitions `UNKNOWN#0` .. `UNKNOWN#15`, chosen from a hash of its request id: a flood of
 //! garbage is spread over several partition keys instead of making one hot key (DynamoDB
 //! throttles a single key at about 1000 writes a second). To read them all, query each of
@@ -196,7 +196,11 @@ impl InboxEntry {
         .to_string();
         InboxEntry {
             order_id: order_id
-                .filter(|o| !o.trim().is_empty() && fits_key(o, MAX_ID_BYTES))
+                .filter(|o| {
+                    !o.trim().is_empty()
+                        && fits_key(o, MAX_ID_BYTES)
+                        && !o.chars().any(char::is_control)
+                })
                 .map(String::from)
                 .unwrap_or_else(|| unknown_partition(&delivery.request_id)),
             received_at,
@@ -237,7 +241,8 @@ impl InboxEntry {
             .json_opt("headers", Some(&headers))
             .unicode_opt("sourceIp", self.source_ip.clone())
             .unicode("outcome", self.outcome.name())
-            .unicode_opt("error", self.outcome.error())
+            // The error may quote the body ("got string \"4111...\""): redacted like it.
+            .unicode_opt("error", self.outcome.error().map(redact_text))
             .integer("ttl", self.ttl)
             .unicode_opt("replayOf", self.replay_of.clone())
             .unicode_opt("replayOperator", self.replay_operator.clone());
@@ -388,7 +393,7 @@ mod tests {
     #[test]
     fn an_order_id_unfit_for_a_key_is_filed_as_unknown() {
         let d = Delivery::from_event(json!({"body": "{}"}), "r", Utc::now());
-        for bad in ["", "   ", &"😀".repeat(1000)] {
+        for bad in ["", "   ", "\u{0}", "a\nb", &"😀".repeat(1000)] {
             let e = InboxEntry::received(&d, "walletcallback", Some(bad), 1);
             assert_eq!(e.order_id, unknown_partition("r"));
         }

@@ -184,7 +184,8 @@ fn secret_ranges(text: &str) -> Vec<(usize, usize)> {
     }
     for word in CVV_WORDS {
         for at in occurrences(word) {
-            if at > 0 && is_word_byte(bytes[at - 1]) {
+            // `card_cvv: 123` counts: only a letter or digit before the word makes it another.
+            if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
                 continue;
             }
             if let Some(range) = cvv_after(bytes, at + word.len()) {
@@ -564,6 +565,8 @@ mod tests {
             ("cvc=123&x=1", "cvc=[REDACTED]&x=1"),
             ("my cvv2 is 1234.", "my cvv2 is [REDACTED]."),
             ("Security code: 321", "Security code: [REDACTED]"),
+            ("card_cvv: 456", "card_cvv: [REDACTED]"),
+            ("CVC2 = 789", "CVC2 = [REDACTED]"),
             (
                 "{\"cvv\": 123, \"a\": 1}",
                 "{\"cvv\": \"[REDACTED]\", \"a\": 1}",
