@@ -147,10 +147,20 @@ class Front:
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
             "responsePayload": as_json(response),
         }
-        sqs = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=self.region).client("sqs", endpoint_url=self.aws_endpoint)
-        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        from botocore.config import Config
+
+        # Short timeouts, one attempt: a stopped local AWS (an outage test) must not hold wait_idle.
+        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+        try:
+            sqs = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                        region_name=self.region).client("sqs", endpoint_url=self.aws_endpoint,
+                                                                        config=config)
+            url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        except Exception as e:  # noqa: BLE001 - Lambda would retry the destination; here it is logged
+            sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {attempts} times; "
+                             f"could not send it to {queue}: {e}\n")
+            return
         sys.stderr.write(f"local-gateway: {function} event {invoke_id} failed {attempts} times; sent to {queue}\n")
 
 
