@@ -33,7 +33,7 @@ pub struct Trace {
     pub order: Option<OrderFacts>,
     pub ledger: Option<LedgerFacts>,
     pub charges: Vec<ChargeFacts>,
-    /// `null` when the error log has no `orderId-index` and was not searched.
+    /// False when the error log has no `orderId-index` and was not searched (never a scan).
     pub error_log_searched: bool,
     pub timeline: Vec<Event>,
     pub verdict: Verdict,
