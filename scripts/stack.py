@@ -22,6 +22,7 @@ CLI:
   python scripts/stack.py dev  [--state .stack] [--reload]   start, print, stream logs; Ctrl-C stops
   python scripts/stack.py demo [--state .stack]              replay events/ against the running stack
   python scripts/stack.py records [--state .stack]           print every item in every table
+  python scripts/stack.py sign ROUTE 'JSON'                  print a curl of a callback signed now
   python scripts/stack.py with-aws -- CMD...                 run CMD with PAYMENT3_DYNAMODB_ENDPOINT set
                                                              to a local DynamoDB (serial moto), then stop it
 """
@@ -66,6 +67,15 @@ DEMO_CARD = {
     "orderId": DEMO_CARD_ORDER,
     "callback": "https://shop.villamarket.com",
 }
+# The callback signing keys the stack seeds (SPEC 4.5), one per gateway, in the secret
+# payment3-callback-keys-<branch>; fixtures and demo curls are signed with them when sent.
+CALLBACK_KEYS = {
+    "wallet": ["whsec_cGF5bWVudDMtbG9jYWwtd2FsbGV0LWtleSE="],
+    "bankapp": ["whsec_cGF5bWVudDMtbG9jYWwtYmFua2FwcC1rZXkh"],
+    "amex": ["whsec_cGF5bWVudDMtbG9jYWwtYW1leC1rZXkh"],
+}
+# The function binaries that take signed callbacks, and the gateway each one is.
+SIGNED_FUNCTIONS = {"wallet": "wallet", "bankapp": "bankapp", "amex": "amex"}
 ALERT_FROM = "payment3-alerts@payment3.local"
 ALERT_TO = "payments-team@payment3.local"
 NOTICE_FROM = "payment3-paid@payment3.local"
@@ -350,6 +360,7 @@ class Stack:
     delayed_notify_seconds: int = 1
     reload: bool = False  # let cargo lambda watch rebuild on source changes (make dev --reload)
     concurrency: int = 5  # instances per function; watch starts them all on the first invokes
+    extra_env: dict[str, str] = field(default_factory=dict)  # on top of function_env (a test's policy)
     services: dict[str, Service] = field(default_factory=dict)
 
     # -- names
@@ -402,6 +413,8 @@ class Stack:
             "ALERT_EMAIL_TO": ALERT_TO,
             "ALERT_COOLDOWN_SECONDS": "300",
             "CHECKSUM_POLICY": "enforce",
+            "CALLBACK_AUTH_POLICY": "enforce",
+            "CALLBACK_SECRET_NAME": self.callback_secret_name,
             "KBANK_SECRET_NAME": KBANK_SECRET_NAME,
             "SECRET_REFRESH_SECONDS": "300",
             "DELAYED_NOTIFY_SECONDS": str(self.delayed_notify_seconds),
@@ -418,7 +431,12 @@ class Stack:
             "DUNNING_TIMEOUT_MS": "1000",
             "DUNNING_CLAIM_LEASE_SECONDS": "60",
             "RUST_LOG": "info",
+            **self.extra_env,
         }
+
+    @property
+    def callback_secret_name(self) -> str:
+        return f"payment3-callback-keys-{self.branch}"
 
     # -- AWS clients (boto3, against moto)
 
@@ -556,6 +574,9 @@ class Stack:
         self.boto("secretsmanager").create_secret(
             Name=f"recharge-{self.branch}",
             SecretString=json.dumps({"clientSecret": RECHARGE_CLIENT_SECRET, "apiToken": RECHARGE_API_TOKEN}),
+        )
+        self.boto("secretsmanager").create_secret(
+            Name=self.callback_secret_name, SecretString=json.dumps(CALLBACK_KEYS)
         )
         self.put_order(DEMO_ORDER, "2339.0")
         self.put_order(DEMO_CARD_ORDER, "1250.50")
@@ -700,6 +721,15 @@ class Stack:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
+    def post_signed(self, route: str, body: bytes | str | dict, headers: dict | None = None,
+                    **signing: Any) -> tuple[int, dict, bytes]:
+        """`post`, signed now as the route's gateway signs (SPEC 4.5); `signing` as `sign_headers`."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        raw = body.encode() if isinstance(body, str) else body
+        gateway = route.strip("/").split("/")[0]
+        return self.post(route, raw, {**(headers or {}), **sign_headers(gateway, raw, **signing)})
+
     def invocations(self, since: int = 0) -> list[dict]:
         """Invokes received by the Invoke API (not the harness's own), from line `since`."""
         if not self.invoke_log.exists():
@@ -806,6 +836,52 @@ def http_request_of(event: Any) -> tuple[bytes, dict]:
     return raw, headers
 
 
+def sign_headers(gateway: str, raw: bytes, *, key: str | None = None, webhook_id: str | None = None,
+                 timestamp: int | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers a gateway sends with `raw` (SPEC 4.5): HMAC-SHA256 under
+    `key` (default: the gateway's seeded key) of "<id>.<timestamp>.<body>", timestamp now.
+    Signatures are refused after 300 s, so fixtures are signed when sent, never stored signed."""
+    import hashlib
+    import hmac
+    import uuid
+
+    key = key or CALLBACK_KEYS[gateway][0]
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    secret = base64.b64decode(key.removeprefix("whsec_"))
+    mac = hmac.new(secret, f"{webhook_id}.{timestamp}.".encode() + raw, hashlib.sha256).digest()
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+
+
+def signed_fixture(function: str, event: Any) -> Any:
+    """A fixture event as its gateway would send it now: the signature headers added to a
+    callback fixture (REST v1, HTTP API v2, function URL, or a direct {"body": "<text>"}); other
+    functions' fixtures, and bodies that are parsed objects, unchanged."""
+    gateway = SIGNED_FUNCTIONS.get(function)
+    if gateway is None or not isinstance(event, dict) or not isinstance(event.get("body"), str):
+        return event
+    raw = base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event["body"].encode()
+    # One webhook id per fixture body: the same fixture sent twice is the same message.
+    import hashlib
+
+    webhook_id = "msg_fixture_" + hashlib.sha256(raw).hexdigest()[:16]
+    signed = dict(event)
+    signed["headers"] = {**(event.get("headers") or {}), **sign_headers(gateway, raw, webhook_id=webhook_id)}
+    if isinstance(event.get("multiValueHeaders"), dict):
+        signed["multiValueHeaders"] = {**event["multiValueHeaders"],
+                                       **{k: [v] for k, v in signed["headers"].items() if k.startswith("webhook-")}}
+    return signed
+
+
+def signed_curl(base_url: str, route: str, body: dict) -> str:
+    """A curl of `route` with `body`, signed now (valid for 300 s)."""
+    raw = json.dumps(body)
+    gateway = route.strip("/").split("/")[0]
+    headers = "".join(f" -H '{k}: {v}'" for k, v in sign_headers(gateway, raw.encode()).items())
+    return f"curl -s -X POST {base_url}{route} -H 'Content-Type: application/json'{headers} -d '{raw}'"
+
+
 # ------------------------------------------------------------------------- CLI
 
 
@@ -844,12 +920,18 @@ Try it:""")
                   f"--data-binary '{raw.decode()}'")
             continue
         body = examples.get(route.path)
+        if body is not None and route.binary in SIGNED_FUNCTIONS:
+            print("  " + signed_curl(u["gateway"], route.path, body))
+            continue
         if body is None and route.path == "/notify":
             body = notify_body(DEMO_CARD["chargeId"], "1250.50")
         body = body or {}
         print(f"  curl -s -X {route.method if route.method != 'ANY' else 'POST'} {u['gateway']}{route.path} "
               f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
     print(f"""
+  The callback curls are signed (Standard Webhooks, keys in secret {stack.callback_secret_name}) and
+  expire after 300 s; a fresh one: .venv/bin/python scripts/stack.py sign /wallet/callback '<json body>'
+  (unsigned callbacks are refused with 401: CALLBACK_AUTH_POLICY=enforce)
   then: make demo   (replays events/ and prints the records)   or: make records
 """, flush=True)
     print_operator_examples(stack)
@@ -934,7 +1016,7 @@ def demo(stack: Stack) -> None:
     manifest = json.loads(MANIFEST.read_text())
     for name, expected in manifest.items():
         stack.seed_given(expected.get("given"))
-        event = fixture(name)
+        event = signed_fixture(expected["function"], fixture(name))
         if expected.get("route"):
             raw, headers = http_request_of(event)
             status, _, body = stack.post(expected["route"], raw, headers)
@@ -970,8 +1052,9 @@ def with_aws(command: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["dev", "demo", "records", "with-aws"])
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="with-aws: the command to run")
+    parser.add_argument("command", choices=["dev", "demo", "records", "with-aws", "sign"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER,
+                        help="with-aws: the command to run; sign: ROUTE 'JSON BODY' (prints a signed curl)")
     parser.add_argument("--state", default=str(ROOT / ".stack"), help="state directory (logs, recordings)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 9000)),
                         help="HTTP routes and the Lambda Invoke API")
@@ -987,6 +1070,10 @@ def main() -> None:
 
     if args.command == "with-aws":
         return with_aws(args.rest)
+    if args.command == "sign":
+        route, body = args.rest[0], json.loads(args.rest[1])
+        base = Stack.attach(state).urls["gateway"] if (state / "stack.json").exists() else f"http://127.0.0.1:{args.port}"
+        return print(signed_curl(base, route, body))
     if args.command == "demo":
         return demo(Stack.attach(state))
     if args.command == "records":

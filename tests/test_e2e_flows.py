@@ -19,6 +19,12 @@ def wallet_callback(order_id: str, payment_id: str, success: bool = True, amount
             "userId": "b5f392f7-6d89-433c-b24f-bf6a772cab1a", "message": "Payment successful"}
 
 
+def signed_direct(gateway: str, callback: dict) -> dict:
+    """A direct invoke of a callback, with the signature headers a gateway would send."""
+    body = json.dumps(callback)
+    return {"body": body, "headers": local_stack.sign_headers(gateway, body.encode())}
+
+
 def inbox_of(stack, order_id: str) -> list[dict]:
     table = stack.dynamodb_resource().Table(stack.table("callback-inbox"))
     return table.query(KeyConditionExpression="orderId = :o",
@@ -42,7 +48,7 @@ def test_wallet_success_from_http_callback_to_paid_order(stack):
     since = stack.invoke_log_position()
 
     # When the wallet gateway POSTs its success callback
-    status, headers, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_flow_1"))
+    status, headers, body = stack.post_signed("/wallet/callback", wallet_callback(order_id, "pay_flow_1"))
 
     # Then it is answered at once, recorded, and dispatched asynchronously to process-paid
     assert status == 200, body
@@ -71,10 +77,11 @@ def test_one_callback_delivered_five_times_at_once_is_one_payment(stack):
     order_id = new_order_id()
     stack.put_order(order_id, "2339.0")
     since = stack.invoke_log_position()
-    body = wallet_callback(order_id, "pay_flow_5x")
+    body = json.dumps(wallet_callback(order_id, "pay_flow_5x"))
+    signature = local_stack.sign_headers("wallet", body.encode())  # one message, five deliveries
 
     with ThreadPoolExecutor(max_workers=5) as pool:
-        answers = list(pool.map(lambda _: stack.post("/wallet/callback", body), range(5)))
+        answers = list(pool.map(lambda _: stack.post("/wallet/callback", body, signature), range(5)))
     stack.wait_idle()
 
     # Then every delivery is answered 200 (a repeat is harmless, SPEC 4.1)
@@ -100,7 +107,7 @@ def test_local_aws_outage_is_5xx_with_nothing_written_and_the_retries_succeed(st
     order_id = new_order_id()
     stack.put_order(order_id, "2339.0")
     earlier = new_order_id()
-    assert stack.post("/bankapp/callback", wallet_callback(earlier, "pay_before", success=False))[0] == 200
+    assert stack.post_signed("/bankapp/callback", wallet_callback(earlier, "pay_before", success=False))[0] == 200
     stack.wait_idle()
     callback = wallet_callback(order_id, "pay_outage")
     since = stack.invoke_log_position()
@@ -109,8 +116,8 @@ def test_local_aws_outage_is_5xx_with_nothing_written_and_the_retries_succeed(st
     stack.stop_aws()
     try:
         started = time.time()
-        http = stack.post("/wallet/callback", callback)
-        status, direct = stack.invoke("amex", {"body": json.dumps(callback)})[0::2]
+        http = stack.post_signed("/wallet/callback", callback)
+        status, direct = stack.invoke("amex", signed_direct("amex", callback))[0::2]
         elapsed = time.time() - started
     finally:
         stack.start_aws()  # moto replays what it had recorded before it stopped
@@ -131,8 +138,8 @@ def test_local_aws_outage_is_5xx_with_nothing_written_and_the_retries_succeed(st
     assert stack.get("wallet-callback-record", orderId=earlier)["paymentId"] == "pay_before"
 
     # When the gateways retry the same deliveries, they succeed, and the order gets paid
-    assert stack.post("/wallet/callback", callback)[0] == 200
-    assert stack.invoke("amex", {"body": json.dumps(callback)})[2]["statusCode"] == 200
+    assert stack.post_signed("/wallet/callback", callback)[0] == 200
+    assert stack.invoke("amex", signed_direct("amex", callback))[2]["statusCode"] == 200
     stack.wait_idle()
     assert stack.get("wallet-callback-record", orderId=order_id)["success"] is True
     assert stack.get("amex-callback-record", orderId=order_id)["success"] is True

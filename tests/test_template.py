@@ -41,14 +41,19 @@ EVENTS = ROOT / "events"
 # The access contract (SPEC 4-6): per function, per resource, the actions it may use. Keys are
 # resource kinds: table:<kebab> (payment3-<kebab>-<branch>, or table:order), index:<kebab>/<name>,
 # function:<kebab>, secret:<kind> (secret:kbank from KBANK_SECRET_NAME, secret:recharge from
-# RECHARGE_SECRET_NAME), ses. Both a missing and an extra grant fail the test.
+# RECHARGE_SECRET_NAME, secret:callback from CALLBACK_SECRET_NAME), ses. Both a missing and an extra grant fail the test.
 
 _ERRORS = {
     "table:callback-error-log": {"dynamodb:PutItem"},
     "table:alert-cooldown": {"dynamodb:UpdateItem"},
     "ses": {"ses:SendEmail"},
 }
-_CALLBACK = {**_ERRORS, "table:callback-inbox": {"dynamodb:PutItem", "dynamodb:UpdateItem"}}
+_CALLBACK = {
+    **_ERRORS,
+    "table:callback-inbox": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+    # SPEC 4.5: the gateways' signing keys.
+    "secret:callback": {"secretsmanager:GetSecretValue"},
+}
 _CARD = {
     **_ERRORS,
     "table:credit-card-notify": {"dynamodb:PutItem"},

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use callback_core::domain::clock::SystemClock;
 use callback_core::domain::item::{Attr, Item};
+use callback_core::domain::signature::WebhookKey;
 use callback_core::flows::loopback::LoopbackInvoker;
 use callback_core::flows::notify::CardNotify;
 use callback_core::flows::paid::ProcessPaid;
@@ -66,7 +67,59 @@ fn ports(aws: &Arc<MemoryAws>) -> Ports {
     aws.ports(Arc::new(SystemClock))
 }
 
-async fn run_callback<R: RecordTable>(aws: &Arc<MemoryAws>, event: Value) -> Value {
+/// The callback signing keys the local stack seeds (scripts/stack.py `CALLBACK_KEYS`).
+const CALLBACK_KEYS: [(&str, &str); 3] = [
+    ("wallet", "whsec_cGF5bWVudDMtbG9jYWwtd2FsbGV0LWtleSE="),
+    ("bankapp", "whsec_cGF5bWVudDMtbG9jYWwtYmFua2FwcC1rZXkh"),
+    ("amex", "whsec_cGF5bWVudDMtbG9jYWwtYW1leC1rZXkh"),
+];
+
+/// Signs a fixture as its gateway would, now (SPEC 4.5): signatures expire after 300 s, so the
+/// fixtures are signed when they are replayed, as the local stack's harness does.
+fn sign(event: &mut Value, gateway: &str) {
+    use base64::Engine as _;
+    let Some(body) = event.get("body") else {
+        return;
+    };
+    let raw = match body {
+        Value::String(text) if event["isBase64Encoded"] == Value::Bool(true) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default()
+        }
+        Value::String(text) => text.clone().into_bytes(),
+        _ => return, // an already-parsed object has no bytes to sign
+    };
+    let key = CALLBACK_KEYS.iter().find(|(g, _)| *g == gateway).unwrap().1;
+    let now = chrono::Utc::now().timestamp();
+    let id = format!("msg_fixture_{}", uuid_like(&raw));
+    let signature = WebhookKey::parse(key).unwrap().sign(&id, now, &raw);
+    if !event.get("headers").is_some_and(Value::is_object) {
+        event["headers"] = serde_json::json!({});
+    }
+    event["headers"]["webhook-id"] = Value::String(id);
+    event["headers"]["webhook-timestamp"] = Value::String(now.to_string());
+    event["headers"]["webhook-signature"] = Value::String(signature);
+}
+
+/// A stable id per body, so that each fixture is its own webhook message.
+fn uuid_like(raw: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(raw)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn run_callback<R: RecordTable>(aws: &Arc<MemoryAws>, mut event: Value) -> Value {
+    aws.set_secret(
+        "payment3-callback-keys-local",
+        &serde_json::json!({
+            "wallet": [CALLBACK_KEYS[0].1], "bankapp": [CALLBACK_KEYS[1].1], "amex": [CALLBACK_KEYS[2].1]
+        })
+        .to_string(),
+    );
+    sign(&mut event, R::GATEWAY);
     CallbackProcessor::<R>::new(Arc::new(local_settings()), ports(aws))
         .handle(event, "fixture-request")
         .await

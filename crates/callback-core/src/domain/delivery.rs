@@ -121,6 +121,17 @@ impl Delivery {
         }
     }
 
+    /// The bytes a gateway signed (SPEC 4.5): the body as received, base64 decoded. `None` for
+    /// an already-parsed object (a direct invoke), whose bytes are gone.
+    pub fn raw_body(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Empty => Some(b""),
+            Body::Text(t) | Body::NotBase64(t) => Some(t.as_bytes()),
+            Body::Binary(b) => Some(b),
+            Body::Object(_) => None,
+        }
+    }
+
     /// The body as text for storage: text as received, an object as JSON, bytes as base64.
     pub fn body_text(&self) -> (String, &'static str) {
         use base64::Engine as _;

@@ -105,6 +105,10 @@ pub enum InboxOutcome {
     Dispatched,
     /// A `success: false` arrived after a success; the success was kept.
     KeptEarlierSuccess,
+    /// A verified `webhook-id` already processed for this gateway (SPEC 4.5): answered 200, the
+    /// record not rewritten. A success is dispatched again, so that a gateway's retry after a
+    /// failed dispatch is never lost; process-paid applies a payment once.
+    AlreadyProcessed,
     /// Refused (bad input): the gateway got a 4xx.
     Rejected { status: u16, error: String },
     /// Failed inside (AWS down): the gateway got a 5xx and will retry.
@@ -118,6 +122,7 @@ impl InboxOutcome {
             InboxOutcome::Recorded => "recorded",
             InboxOutcome::Dispatched => "dispatched",
             InboxOutcome::KeptEarlierSuccess => "kept-earlier-success",
+            InboxOutcome::AlreadyProcessed => "already-processed",
             InboxOutcome::Rejected { .. } => "rejected",
             InboxOutcome::Failed { .. } => "failed",
         }
@@ -129,7 +134,8 @@ impl InboxOutcome {
             InboxOutcome::Received => None,
             InboxOutcome::Recorded
             | InboxOutcome::Dispatched
-            | InboxOutcome::KeptEarlierSuccess => Some(200),
+            | InboxOutcome::KeptEarlierSuccess
+            | InboxOutcome::AlreadyProcessed => Some(200),
             InboxOutcome::Rejected { status, .. } | InboxOutcome::Failed { status, .. } => {
                 Some(*status)
             }
@@ -278,6 +284,7 @@ impl InboxEntry {
             "recorded" => InboxOutcome::Recorded,
             "dispatched" => InboxOutcome::Dispatched,
             "kept-earlier-success" => InboxOutcome::KeptEarlierSuccess,
+            "already-processed" => InboxOutcome::AlreadyProcessed,
             "rejected" => InboxOutcome::Rejected { status, error },
             _ => InboxOutcome::Failed { status, error },
         };

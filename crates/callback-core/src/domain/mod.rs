@@ -22,3 +22,4 @@ pub mod money;
 pub mod record;
 pub mod redact;
 pub mod secret;
+pub mod signature;

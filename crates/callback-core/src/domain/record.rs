@@ -26,6 +26,9 @@ pub struct CallbackRecord {
     pub body: Option<Value>,
     pub created_at: String,
     pub updated_at: String,
+    /// Whether the callback's signature was verified (SPEC 4.5); `None` on records written
+    /// before signatures (and by the Python original).
+    pub signature_verified: Option<bool>,
 }
 
 impl CallbackRecord {
@@ -44,6 +47,7 @@ impl CallbackRecord {
             body: Some(redact_value(&Value::Object(payload.body.clone()))),
             created_at: at.clone(),
             updated_at: at,
+            signature_verified: None,
         }
     }
 
@@ -60,6 +64,9 @@ impl CallbackRecord {
             .unicode("updated_at", &self.updated_at);
         if let Some(amount) = &self.amount {
             b = b.number("amount", amount);
+        }
+        if let Some(verified) = self.signature_verified {
+            b = b.boolean("signatureVerified", verified);
         }
         let mut item = b.build();
         fit_item(
@@ -87,6 +94,10 @@ impl CallbackRecord {
             body: r.json_opt("body")?,
             created_at: r.unicode("created_at")?.to_string(),
             updated_at: r.unicode("updated_at")?.to_string(),
+            signature_verified: match item.get("signatureVerified") {
+                Some(_) => Some(r.boolean("signatureVerified")?),
+                None => None,
+            },
         })
     }
 }

@@ -17,6 +17,9 @@ pub enum CallbackError {
     /// The body exceeds the size limit: 413.
     #[error("body is {size} bytes, over the limit of {limit} bytes")]
     BodyTooLarge { size: usize, limit: usize },
+    /// The callback's signature (SPEC 4.5) is missing or wrong, under `enforce`: 401, with why.
+    #[error("signature verification failed: {0}")]
+    Unauthenticated(String),
     /// The KBank checksum is missing or wrong: 401.
     #[error("checksum verification failed: {0}")]
     Checksum(String),
@@ -56,7 +59,7 @@ impl CallbackError {
         match self {
             CallbackError::Invalid(_) => 400,
             CallbackError::BodyTooLarge { .. } => 413,
-            CallbackError::Checksum(_) => 401,
+            CallbackError::Checksum(_) | CallbackError::Unauthenticated(_) => 401,
             CallbackError::Store(_)
             | CallbackError::Dispatch(_)
             | CallbackError::Secret(_)
@@ -72,6 +75,7 @@ impl CallbackError {
             CallbackError::Invalid(_) => "ValidationError",
             CallbackError::BodyTooLarge { .. } => "BodyTooLarge",
             CallbackError::Checksum(_) => "ChecksumError",
+            CallbackError::Unauthenticated(_) => "SignatureError",
             CallbackError::Store(_) => "StoreError",
             CallbackError::Dispatch(_) => "DispatchError",
             CallbackError::Secret(_) => "SecretError",
@@ -96,6 +100,8 @@ impl CallbackError {
             CallbackError::Invalid(e) => e.message.clone(),
             CallbackError::BodyTooLarge { .. } => self.to_string(),
             CallbackError::Checksum(_) => "checksum verification failed".to_string(),
+            // Why a signature failed tells a forger nothing the headers did not.
+            CallbackError::Unauthenticated(why) => format!("signature verification failed: {why}"),
             CallbackError::Rejected { message, .. } => message.clone(),
             _ => format!("internal error (request id {request_id})"),
         }

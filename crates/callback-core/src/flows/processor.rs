@@ -1,6 +1,7 @@
-//! [`CallbackProcessor`]: the whole of SPEC 4.1 for the wallet, bank-app and Amex callbacks,
-//! which differ only in their [`RecordTable`]. One road: event -> delivery -> inbox -> validated
-//! payload -> record -> dispatch -> reply; a failure at any step takes the error path.
+//! [`CallbackProcessor`]: the whole of SPEC 4.1 and 4.5 for the wallet, bank-app and Amex
+//! callbacks, which differ only in their [`RecordTable`]. One road: event -> delivery -> inbox ->
+//! signature -> validated payload -> record -> dispatch -> reply; a failure at any step takes
+//! the error path.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -11,11 +12,16 @@ use crate::domain::callback::{aliased, CallbackPayload};
 use crate::domain::delivery::Delivery;
 use crate::domain::inbox::InboxOutcome;
 use crate::domain::record::CallbackRecord;
+use crate::domain::signature::{
+    CallbackKeys, SignatureError, SignedHeaders, ID_HEADER, MAX_WEBHOOK_ID_BYTES,
+};
 use crate::flows::error::CallbackError;
 use crate::flows::inbox::{outcome_of, Inbox};
 use crate::flows::incident::{Incident, IncidentReporter};
 use crate::flows::reply::Reply;
-use crate::flows::settings::Settings;
+use crate::flows::settings::{AuthPolicy, CallbackAuthSettings, Settings};
+use crate::ports::error::SecretError;
+use crate::ports::secret_cache::SecretCache;
 use crate::ports::{Ports, SaveOutcome};
 
 /// What differs between the callback functions built on [`crate::CallbackProcessor`].
@@ -24,6 +30,8 @@ pub trait RecordTable: Send + Sync + 'static {
     const LABEL: &'static str;
     /// The function's name in the error log, Sentry tags and alerts (`walletcallback`).
     const FUNCTION: &'static str;
+    /// The gateway's name in the signing keys secret and the auth policy (`wallet`).
+    const GATEWAY: &'static str;
     /// The table its records go to.
     fn table(settings: &Settings) -> &str;
     /// The process-paid function a successful callback is handed to.
@@ -40,6 +48,7 @@ pub struct AmexRecords;
 impl RecordTable for WalletRecords {
     const LABEL: &'static str = "Wallet";
     const FUNCTION: &'static str = "walletcallback";
+    const GATEWAY: &'static str = "wallet";
     fn table(settings: &Settings) -> &str {
         &settings.tables.wallet_callback_record
     }
@@ -51,6 +60,7 @@ impl RecordTable for WalletRecords {
 impl RecordTable for BankAppRecords {
     const LABEL: &'static str = "BankApp";
     const FUNCTION: &'static str = "bankappcallback";
+    const GATEWAY: &'static str = "bankapp";
     fn table(settings: &Settings) -> &str {
         &settings.tables.wallet_callback_record
     }
@@ -62,6 +72,7 @@ impl RecordTable for BankAppRecords {
 impl RecordTable for AmexRecords {
     const LABEL: &'static str = "Amex";
     const FUNCTION: &'static str = "amexcallback";
+    const GATEWAY: &'static str = "amex";
     fn table(settings: &Settings) -> &str {
         &settings.tables.amex_callback_record
     }
@@ -70,24 +81,65 @@ impl RecordTable for AmexRecords {
     }
 }
 
+/// What the signature check of a delivery concluded (SPEC 4.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authenticity {
+    /// Signed by one of the gateway's keys (or an operator's replay of a verified delivery):
+    /// its `webhook-id`, which the record write checks for replays.
+    Verified { webhook_id: Option<String> },
+    /// Not signed, or not by a current key: why.
+    Unverified(String),
+}
+
+impl Authenticity {
+    pub fn verified(&self) -> bool {
+        matches!(self, Authenticity::Verified { .. })
+    }
+}
+
 /// Handles one kind of callback.
 pub struct CallbackProcessor<R: RecordTable> {
     settings: Arc<Settings>,
+    policy: AuthPolicy,
+    keys: SecretCache<CallbackKeys>,
     ports: Ports,
     reporter: IncidentReporter,
     _table: PhantomData<R>,
 }
 
+fn parse_keys(name: &str, text: &str) -> Result<CallbackKeys, SecretError> {
+    CallbackKeys::parse(text).map_err(|message| SecretError {
+        name: name.to_string(),
+        message,
+    })
+}
+
 impl<R: RecordTable> CallbackProcessor<R> {
+    /// A processor with the default authentication: `enforce`, keys from
+    /// `payment3-callback-keys-<branch>`.
     pub fn new(settings: Arc<Settings>, ports: Ports) -> Self {
+        let auth = CallbackAuthSettings::for_branch(&settings.branch);
+        CallbackProcessor::with_auth(settings, &auth, ports)
+    }
+
+    pub fn with_auth(settings: Arc<Settings>, auth: &CallbackAuthSettings, ports: Ports) -> Self {
         let reporter = IncidentReporter::new(
             settings.clone(),
             ports.errors.clone(),
             ports.alert_gate.clone(),
             ports.mailer.clone(),
         );
+        let keys = SecretCache::with_parser(
+            ports.secrets.clone(),
+            ports.clock.clone(),
+            auth.secret_name.clone(),
+            auth.refresh,
+            parse_keys,
+        );
         CallbackProcessor {
             settings,
+            policy: auth.policy_for(R::GATEWAY),
+            keys,
             ports,
             reporter,
             _table: PhantomData,
@@ -128,25 +180,32 @@ impl<R: RecordTable> CallbackProcessor<R> {
             }
         };
 
-        let (outcome, reply) = match self.process(body, &delivery).await {
-            Ok((payload, outcome)) => {
-                let reply = Reply::json(
-                    200,
-                    &json!({
-                        "success": true,
-                        "message": format!("{} callback recorded successfully", R::LABEL),
-                        "orderId": payload.order_id.as_str(),
-                        "paymentId": payload.payment_id,
-                        "amount": payload.amount.as_number(),
-                    }),
-                )
-                .into_event();
-                (outcome, reply)
+        // A body too large is refused before its signature is looked at (413); anything else
+        // must be signed before its content counts for anything (401 before 400).
+        let checked = match delivery.check_size() {
+            Err(e) => Err(CallbackError::from(e)),
+            Ok(()) => {
+                let authenticity = self.authenticate(&delivery).await;
+                entry.signature_verified = match &authenticity {
+                    Ok(a) => Some(a.verified()),
+                    Err(CallbackError::Unauthenticated(_)) => Some(false),
+                    Err(_) => None,
+                };
+                authenticity.and_then(|a| body.map(|b| (b, a)))
             }
-            Err((err, payment_id)) => (
+        };
+        let (outcome, reply) = match checked {
+            Ok((body, authenticity)) => match self.process(body, &delivery, &authenticity).await {
+                Ok((payload, outcome)) => (outcome, self.success_reply(&payload)),
+                Err((err, payment_id)) => (
+                    outcome_of(&err),
+                    self.fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
+                        .await,
+                ),
+            },
+            Err(err) => (
                 outcome_of(&err),
-                self.fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
-                    .await,
+                self.fail(&delivery, &err, order_id.as_deref(), None).await,
             ),
         };
         inbox.finish(&mut entry, outcome).await;
@@ -154,40 +213,153 @@ impl<R: RecordTable> CallbackProcessor<R> {
             function = R::FUNCTION,
             order_id = order_id.as_deref(),
             outcome = entry.outcome.name(),
+            signature_verified = entry.signature_verified,
             "callback handled"
         );
         reply
     }
 
+    fn success_reply(&self, payload: &CallbackPayload) -> Value {
+        Reply::json(
+            200,
+            &json!({
+                "success": true,
+                "message": format!("{} callback recorded successfully", R::LABEL),
+                "orderId": payload.order_id.as_str(),
+                "paymentId": payload.payment_id,
+                "amount": payload.amount.as_number(),
+            }),
+        )
+        .into_event()
+    }
+
+    /// SPEC 4.5: the signature against the gateway's keys, then the policy. `Err` under
+    /// `enforce` for a delivery that is not verified (401), or keys that cannot be read (500,
+    /// the gateway retries); under `mark` neither stops the delivery.
+    async fn authenticate(&self, delivery: &Delivery) -> Result<Authenticity, CallbackError> {
+        let authenticity = match self.verify(delivery).await {
+            Ok(a) => a,
+            Err(e) if self.policy == AuthPolicy::Mark => {
+                tracing::warn!(error = %e, "signing keys unavailable; processed unverified (mark)");
+                Authenticity::Unverified(format!("signing keys unavailable: {e}"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match (&authenticity, self.policy) {
+            (Authenticity::Unverified(why), AuthPolicy::Enforce) => {
+                Err(CallbackError::Unauthenticated(why.clone()))
+            }
+            (Authenticity::Unverified(why), AuthPolicy::Mark) => {
+                tracing::warn!(
+                    function = R::FUNCTION,
+                    reason = %why,
+                    "unverified callback processed (CALLBACK_AUTH_POLICY mark)"
+                );
+                Ok(authenticity)
+            }
+            (Authenticity::Verified { .. }, _) => Ok(authenticity),
+        }
+    }
+
+    /// Whether the delivery is signed by a current key. Reads the keys only for a delivery that
+    /// carries the signature headers (cached: free when warm). A signature matching no key forces
+    /// one read of the secret (at most one per [`crate::ports::secret_cache::FORCED_READ_GAP`]),
+    /// as a gateway may sign with a key added a moment ago.
+    async fn verify(&self, delivery: &Delivery) -> Result<Authenticity, SecretError> {
+        let unverified = |e: SignatureError| Ok(Authenticity::Unverified(e.to_string()));
+        if delivery.replay_verified {
+            // An operator's replay of a verified delivery: its timestamp is stale by design.
+            let webhook_id = delivery
+                .headers
+                .get(ID_HEADER)
+                .map(|id| id.trim())
+                .filter(|id| !id.is_empty() && id.len() <= MAX_WEBHOOK_ID_BYTES)
+                .map(String::from);
+            return Ok(Authenticity::Verified { webhook_id });
+        }
+        let signed = match SignedHeaders::read(&delivery.headers) {
+            Ok(s) => s,
+            Err(e) => return unverified(e),
+        };
+        let Some(body) = delivery.raw_body() else {
+            return unverified(SignatureError::NoRawBody);
+        };
+        let now = self.ports.clock.now();
+        let keys = self.keys.get().await?;
+        let result = match signed.verify(body, keys.of(R::GATEWAY), now) {
+            Err(SignatureError::NoMatch) => match self.keys.refresh_after_refusal(&keys).await {
+                Ok(Some(fresh)) => signed.verify(body, fresh.of(R::GATEWAY), now),
+                Ok(None) => Err(SignatureError::NoMatch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "forced read of the signing keys failed");
+                    Err(SignatureError::NoMatch)
+                }
+            },
+            other => other,
+        };
+        match result {
+            Ok(()) => Ok(Authenticity::Verified {
+                webhook_id: Some(signed.id.to_string()),
+            }),
+            Err(SignatureError::NoMatch) if keys.of(R::GATEWAY).is_empty() => {
+                unverified(SignatureError::NoKeys(R::GATEWAY.to_string()))
+            }
+            Err(e) => unverified(e),
+        }
+    }
+
     /// Validate, save, dispatch. On failure also returns the payment id, if it got that far.
     async fn process(
         &self,
-        body: Result<Map<String, Value>, CallbackError>,
+        body: Map<String, Value>,
         delivery: &Delivery,
+        authenticity: &Authenticity,
     ) -> Result<(CallbackPayload, InboxOutcome), (CallbackError, Option<String>)> {
-        let payload = body
-            .and_then(|b| CallbackPayload::from_object(b).map_err(CallbackError::from))
-            .map_err(|e| (e, None))?;
+        let payload =
+            CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
         let payment_id = Some(payload.payment_id.clone());
 
-        let record = CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
+        let mut record =
+            CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
+        record.signature_verified = Some(authenticity.verified());
+        // Replays are recognised per gateway (wallet and bank app share a table).
+        let webhook_id = match authenticity {
+            Authenticity::Verified {
+                webhook_id: Some(id),
+            } => Some(format!("{}:{id}", R::GATEWAY)),
+            _ => None,
+        };
         let saved = self
             .ports
             .records
-            .save_callback(R::table(&self.settings), &record)
+            .save_callback(R::table(&self.settings), &record, webhook_id.as_deref())
             .await
             .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
 
-        if saved == SaveOutcome::KeptEarlierSuccess {
-            tracing::warn!(
-                order_id = payload.order_id.as_str(),
-                "success:false after a success: the success is kept"
-            );
-            return Ok((payload, InboxOutcome::KeptEarlierSuccess));
-        }
+        let outcome = match saved {
+            SaveOutcome::KeptEarlierSuccess => {
+                tracing::warn!(
+                    order_id = payload.order_id.as_str(),
+                    "success:false after a success: the success is kept"
+                );
+                return Ok((payload, InboxOutcome::KeptEarlierSuccess));
+            }
+            SaveOutcome::AlreadyProcessed => {
+                tracing::info!(
+                    order_id = payload.order_id.as_str(),
+                    "webhook-id already processed: the record is not rewritten"
+                );
+                InboxOutcome::AlreadyProcessed
+            }
+            SaveOutcome::Written if payload.success => InboxOutcome::Dispatched,
+            SaveOutcome::Written => InboxOutcome::Recorded,
+        };
         if !payload.success {
-            return Ok((payload, InboxOutcome::Recorded));
+            return Ok((payload, outcome));
         }
+        // A success is dispatched even when its webhook-id was seen: the gateway may be retrying
+        // after a failed dispatch (same id), which must dispatch again (SPEC 4.1); a replay's
+        // dispatch finds the payment applied (process-paid applies it once).
         // The body as received goes on; process-paid parses it itself.
         let dispatch = serde_json::Value::Object(payload.body.clone()).to_string();
         self.ports
@@ -198,7 +370,7 @@ impl<R: RecordTable> CallbackProcessor<R> {
             )
             .await
             .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
-        Ok((payload, InboxOutcome::Dispatched))
+        Ok((payload, outcome))
     }
 
     async fn fail(
@@ -229,7 +401,8 @@ impl<R: RecordTable> CallbackProcessor<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::clock::ManualClock;
+    use crate::domain::clock::{Clock, ManualClock};
+    use crate::domain::signature::WebhookKey;
     use crate::flows::processor::{AmexRecords, BankAppRecords, WalletRecords};
     use crate::ports::memory::{InvocationType, MemoryAws};
     use chrono::{TimeZone, Utc};
@@ -238,31 +411,76 @@ mod tests {
     const INBOX: &str = "payment3-callback-inbox-dev";
     const ERRORS: &str = "payment3-callback-error-log-dev";
 
+    /// The signing key the test gateways use (any 24 bytes, base64).
+    const KEY: &str = "whsec_dGVzdC1rZXktb2YtdGhlLWdhdGV3YXlzISE=";
+    /// A key the gateways do not use.
+    const OTHER_KEY: &str = "whsec_YW5vdGhlci1rZXktbm9ib2R5LWhhcyEh";
+    const KEYS_SECRET: &str = "payment3-callback-keys-dev";
+
     struct World {
         aws: Arc<MemoryAws>,
         clock: Arc<ManualClock>,
         settings: Arc<Settings>,
+        auth: CallbackAuthSettings,
+        ids: std::sync::atomic::AtomicUsize,
     }
 
     impl World {
         fn new() -> Self {
+            let aws = Arc::new(MemoryAws::default());
+            aws.set_secret(
+                KEYS_SECRET,
+                &json!({"wallet": [KEY], "bankapp": [KEY], "amex": [KEY]}).to_string(),
+            );
             World {
-                aws: Arc::new(MemoryAws::default()),
+                aws,
                 clock: Arc::new(ManualClock::new(
                     Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
                 )),
                 settings: Arc::new(Settings::for_branch("dev")),
+                auth: CallbackAuthSettings::for_branch("dev"),
+                ids: Default::default(),
+            }
+        }
+        fn mark() -> Self {
+            World {
+                auth: CallbackAuthSettings {
+                    policy: AuthPolicy::Mark,
+                    ..CallbackAuthSettings::for_branch("dev")
+                },
+                ..World::new()
             }
         }
         fn processor<R: RecordTable>(&self) -> CallbackProcessor<R> {
-            CallbackProcessor::new(self.settings.clone(), self.aws.ports(self.clock.clone()))
+            CallbackProcessor::with_auth(
+                self.settings.clone(),
+                &self.auth,
+                self.aws.ports(self.clock.clone()),
+            )
         }
         fn tick(&self) {
             self.clock.advance(chrono::Duration::milliseconds(1));
         }
+        /// A delivery signed now with the gateways' key, with a new webhook-id.
+        fn http(&self, body: &str) -> Value {
+            let n = self.ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.signed(body, &format!("msg_{n}"), KEY, 0)
+        }
+        /// A delivery signed with `key`, as webhook `id`, `skew` seconds from now.
+        fn signed(&self, body: &str, id: &str, key: &str, skew: i64) -> Value {
+            let ts = self.clock.now().timestamp() + skew;
+            let sig = WebhookKey::parse(key)
+                .unwrap()
+                .sign(id, ts, body.as_bytes());
+            let mut event = unsigned(body);
+            event["headers"]["webhook-id"] = json!(id);
+            event["headers"]["webhook-timestamp"] = json!(ts.to_string());
+            event["headers"]["webhook-signature"] = json!(sig);
+            event
+        }
     }
 
-    fn http(body: &str) -> Value {
+    fn unsigned(body: &str) -> Value {
         json!({
             "resource": "/wallet/callback", "path": "/wallet/callback", "httpMethod": "POST",
             "headers": {"Content-Type": "application/json"},
@@ -288,7 +506,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         // When a successful callback arrives
-        let reply = p.handle(http(&callback(true)), "req-1").await;
+        let reply = p.handle(w.http(&callback(true)), "req-1").await;
         // Then it answers 200 with the original's body
         assert_eq!(reply["statusCode"], 200);
         assert_eq!(reply["headers"]["Content-Type"], "application/json");
@@ -320,7 +538,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         for request in ["a", "b"] {
-            let reply = p.handle(http(&callback(true)), request).await;
+            let reply = p.handle(w.http(&callback(true)), request).await;
             assert_eq!(reply["statusCode"], 200);
             w.tick();
         }
@@ -339,14 +557,14 @@ mod tests {
     async fn a_failure_after_a_success_keeps_the_success() {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
-        p.handle(http(&callback(true)), "a").await;
+        p.handle(w.http(&callback(true)), "a").await;
         let created = w
             .aws
             .callback_record(RECORDS, "482500007436")
             .unwrap()
             .created_at;
         w.tick();
-        let reply = p.handle(http(&callback(false)), "b").await;
+        let reply = p.handle(w.http(&callback(false)), "b").await;
         assert_eq!(reply["statusCode"], 200);
         let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
         assert!(record.success, "success must not regress");
@@ -361,7 +579,7 @@ mod tests {
     async fn a_failed_payment_is_recorded_and_not_dispatched() {
         let w = World::new();
         let p = w.processor::<BankAppRecords>();
-        let reply = p.handle(http(&callback(false)), "a").await;
+        let reply = p.handle(w.http(&callback(false)), "a").await;
         assert_eq!(reply["statusCode"], 200);
         assert_eq!(
             reply_body(&reply)["message"],
@@ -376,7 +594,7 @@ mod tests {
         assert!(w.aws.invocations().is_empty());
         // A later success overwrites the failure.
         w.tick();
-        p.handle(http(&callback(true)), "b").await;
+        p.handle(w.http(&callback(true)), "b").await;
         assert!(
             w.aws
                 .callback_record(RECORDS, "482500007436")
@@ -391,7 +609,7 @@ mod tests {
         let p = w.processor::<AmexRecords>();
         let body =
             json!({"orderId": "9", "paymentId": "p", "success": "true", "userId": "u"}).to_string();
-        let reply = p.handle(http(&body), "req-x").await;
+        let reply = p.handle(w.http(&body), "req-x").await;
         assert_eq!(reply["statusCode"], 400);
         let b = reply_body(&reply);
         assert_eq!(b["success"], false);
@@ -422,7 +640,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         for i in 0..20 {
-            let reply = p.handle(http("{not json"), &format!("r{i}")).await;
+            let reply = p.handle(w.http("{not json"), &format!("r{i}")).await;
             assert_eq!(reply["statusCode"], 400);
             w.tick();
         }
@@ -436,7 +654,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000));
-        let reply = p.handle(http(&big), "r").await;
+        let reply = p.handle(w.http(&big), "r").await;
         assert_eq!(reply["statusCode"], 413);
         assert!(reply_body(&reply)["error"]
             .as_str()
@@ -450,7 +668,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         w.aws.fail_invoke(true);
-        let reply = p.handle(http(&callback(true)), "a").await;
+        let reply = p.handle(w.http(&callback(true)), "a").await;
         assert_eq!(reply["statusCode"], 500);
         let b = reply_body(&reply);
         assert_eq!(b["error"], "internal error (request id a)");
@@ -463,7 +681,7 @@ mod tests {
         );
         w.aws.fail_invoke(false);
         w.tick();
-        let retry = p.handle(http(&callback(true)), "b").await;
+        let retry = p.handle(w.http(&callback(true)), "b").await;
         assert_eq!(retry["statusCode"], 200);
         assert_eq!(w.aws.invocations().len(), 1);
     }
@@ -473,7 +691,7 @@ mod tests {
         let w = World::new();
         let p = w.processor::<WalletRecords>();
         w.aws.fail_store(true);
-        let reply = p.handle(http(&callback(true)), "a").await;
+        let reply = p.handle(w.http(&callback(true)), "a").await;
         assert_eq!(reply["statusCode"], 500);
         assert!(!reply["body"].as_str().unwrap().contains("simulated"));
         assert!(w.aws.invocations().is_empty());
@@ -503,6 +721,317 @@ mod tests {
             let status = reply["statusCode"].as_u64().unwrap();
             assert!((400..500).contains(&status), "{event}: {status}");
         }
+    }
+
+    // ---- SPEC 4.5: signatures ----
+
+    #[tokio::test]
+    async fn an_unsigned_success_is_401_under_enforce_and_changes_nothing() {
+        // Given the default policy (enforce)
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        // When anyone POSTs a success without a signature
+        let reply = p.handle(unsigned(&callback(true)), "anon").await;
+        // Then it is 401 with the reason, nothing saved, nothing dispatched
+        assert_eq!(reply["statusCode"], 401);
+        let b = reply_body(&reply);
+        assert_eq!(b["success"], false);
+        assert_eq!(
+            b["error"],
+            "signature verification failed: missing webhook-id header"
+        );
+        assert_eq!(b["message"], "Failed to process wallet callback");
+        assert!(w.aws.items(RECORDS).is_empty());
+        assert!(w.aws.invocations().is_empty());
+        // and it is kept in the inbox, unverified, and takes the error path
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].signature_verified, Some(false));
+        assert!(matches!(
+            inbox[0].outcome,
+            InboxOutcome::Rejected { status: 401, .. }
+        ));
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors[0].error_type, "SignatureError");
+        assert_eq!(w.aws.mails().len(), 1);
+        // The keys were not even read for it.
+        assert_eq!(w.aws.secret_reads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_a_forged_or_empty_signature_is_401() {
+        let w = World::new();
+        let p = w.processor::<AmexRecords>();
+        let body = callback(true);
+        let mut cases = vec![
+            ("wrong key", w.signed(&body, "msg_a", OTHER_KEY, 0)),
+            ("empty", w.signed(&body, "msg_b", KEY, 0)),
+            ("forged body", w.signed(&callback(false), "msg_c", KEY, 0)),
+        ];
+        cases[1].1["headers"]["webhook-signature"] = json!("v1,");
+        // A signature of another body on this body
+        cases[2].1["body"] = json!(body);
+        for (what, event) in cases {
+            w.tick();
+            let reply = p.handle(event, what).await;
+            assert_eq!(reply["statusCode"], 401, "{what}");
+            assert_eq!(
+                reply_body(&reply)["error"],
+                "signature verification failed: no valid v1 signature",
+                "{what}"
+            );
+        }
+        assert!(w.aws.items("payment3-amex-callback-record-dev").is_empty());
+        assert!(w.aws.invocations().is_empty());
+        assert_eq!(w.aws.inbox(INBOX).len(), 3);
+        // A flood of forgeries is one alert per cooldown, and one forced key read per 5 s.
+        assert_eq!(w.aws.mails().len(), 1);
+        assert_eq!(w.aws.secret_reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_and_future_timestamps_are_refused() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        for (skew, status) in [(-301, 401), (301, 401), (-300, 200), (300, 200)] {
+            w.tick();
+            let id = format!("msg_skew_{skew}");
+            let reply = p
+                .handle(w.signed(&callback(true), &id, KEY, skew), &id)
+                .await;
+            assert_eq!(reply["statusCode"], status, "skew {skew}");
+        }
+        let errors: Vec<_> = w
+            .aws
+            .error_log(ERRORS)
+            .into_iter()
+            .map(|e| e.error)
+            .collect();
+        assert!(errors[0].contains("301 s old"), "{errors:?}");
+        assert!(errors[1].contains("301 s ahead"), "{errors:?}");
+        assert_eq!(w.aws.invocations().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_delivery_is_200_and_rewrites_nothing() {
+        // Given a signed success, processed
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let first = w.signed(&callback(true), "msg_once", KEY, 0);
+        assert_eq!(p.handle(first.clone(), "a").await["statusCode"], 200);
+        let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
+        assert_eq!(record.signature_verified, Some(true));
+        // When the same delivery (same webhook-id, same signature) is replayed within 300 s
+        w.clock.advance(chrono::Duration::seconds(60));
+        let reply = p.handle(first, "b").await;
+        // Then it is answered 200, the record is not rewritten, and it is kept in the inbox
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(
+            w.aws.callback_record(RECORDS, "482500007436").unwrap(),
+            record
+        );
+        let inbox = w.aws.inbox(INBOX);
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox[1].outcome, InboxOutcome::AlreadyProcessed);
+        assert_eq!(inbox[1].signature_verified, Some(true));
+        // Its dispatch goes out again (a retry after a failed dispatch looks the same); the
+        // payment is applied once by process-paid (tested end to end).
+        assert_eq!(w.aws.invocations().len(), 2);
+        // The same webhook-id from another gateway is another delivery.
+        let bankapp = w.processor::<BankAppRecords>();
+        let other = w.signed(&callback(true), "msg_once", KEY, 0);
+        bankapp.handle(other, "c").await;
+        assert_eq!(w.aws.inbox(INBOX)[2].outcome, InboxOutcome::Dispatched);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_failed_dispatch_dispatches_though_its_id_was_seen() {
+        // Given a signed success whose dispatch fails after the record was written
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let delivery = w.signed(&callback(true), "msg_retry", KEY, 0);
+        w.aws.fail_invoke(true);
+        assert_eq!(p.handle(delivery.clone(), "a").await["statusCode"], 500);
+        // When the gateway retries it (Standard Webhooks keeps the webhook-id)
+        w.aws.fail_invoke(false);
+        w.clock.advance(chrono::Duration::seconds(30));
+        let retry = p.handle(delivery, "b").await;
+        // Then the retry dispatches (SPEC 4.1): nothing is lost
+        assert_eq!(retry["statusCode"], 200);
+        assert_eq!(w.aws.invocations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_rotate_several_at_once_and_a_new_key_is_read_at_once() {
+        // Given two wallet keys (a rotation under way)
+        let w = World::new();
+        w.aws.set_secret(
+            KEYS_SECRET,
+            &json!({"wallet": [OTHER_KEY, KEY]}).to_string(),
+        );
+        let p = w.processor::<WalletRecords>();
+        // Then a delivery signed with either passes
+        for (id, key) in [("msg_k1", KEY), ("msg_k2", OTHER_KEY)] {
+            w.tick();
+            let r = p.handle(w.signed(&callback(true), id, key, 0), id).await;
+            assert_eq!(r["statusCode"], 200, "{id}");
+        }
+        assert_eq!(w.aws.secret_reads(), 1);
+        // When a third key is added and a gateway signs with it at once (within the cache time)
+        let third = "whsec_dGhpcmQta2V5LWFkZGVkLWp1c3Qtbm93IQ==";
+        w.aws
+            .set_secret(KEYS_SECRET, &json!({"wallet": [KEY, third]}).to_string());
+        w.tick();
+        let r = p
+            .handle(w.signed(&callback(true), "msg_k3", third, 0), "k3")
+            .await;
+        // Then the mismatch forces one read, and the delivery passes
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(w.aws.secret_reads(), 2);
+        // and the retired key no longer does
+        w.clock.advance(chrono::Duration::seconds(6));
+        let r = p
+            .handle(w.signed(&callback(true), "msg_k4", OTHER_KEY, 0), "k4")
+            .await;
+        assert_eq!(r["statusCode"], 401);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_without_keys_is_refused_under_enforce() {
+        let w = World::new();
+        w.aws
+            .set_secret(KEYS_SECRET, &json!({"wallet": [KEY]}).to_string());
+        let p = w.processor::<AmexRecords>();
+        let r = p.handle(w.signed(&callback(true), "m", KEY, 0), "r").await;
+        assert_eq!(r["statusCode"], 401);
+        assert_eq!(
+            reply_body(&r)["error"],
+            "signature verification failed: no signing key is configured for amex"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_keys_are_500_under_enforce_and_unverified_under_mark() {
+        let w = World::new();
+        w.aws.set_secret(KEYS_SECRET, "not json");
+        let p = w.processor::<WalletRecords>();
+        let r = p.handle(w.http(&callback(true)), "r").await;
+        assert_eq!(r["statusCode"], 500);
+        assert!(w.aws.invocations().is_empty());
+        assert!(!r["body"].as_str().unwrap().contains("not json"));
+
+        let m = World::mark();
+        m.aws.set_secret(KEYS_SECRET, "not json");
+        let p = m.processor::<WalletRecords>();
+        let r = p.handle(m.http(&callback(true)), "r").await;
+        assert_eq!(r["statusCode"], 200);
+        let record = m.aws.callback_record(RECORDS, "482500007436").unwrap();
+        assert_eq!(record.signature_verified, Some(false));
+    }
+
+    #[tokio::test]
+    async fn under_mark_an_unsigned_callback_is_processed_and_marked_unverified() {
+        // Given the mark policy (switching from the Python stack)
+        let w = World::mark();
+        let p = w.processor::<WalletRecords>();
+        // When an unsigned success arrives, then a signed one for another order
+        let reply = p.handle(unsigned(&callback(true)), "old-gw").await;
+        // Then it is processed as before, and marked
+        assert_eq!(reply["statusCode"], 200);
+        let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
+        assert_eq!(record.signature_verified, Some(false));
+        assert_eq!(w.aws.inbox(INBOX)[0].signature_verified, Some(false));
+        assert_eq!(w.aws.invocations().len(), 1);
+        assert!(w.aws.error_log(ERRORS).is_empty());
+        let other = callback(true).replace("482500007436", "482500007437");
+        w.tick();
+        assert_eq!(p.handle(w.http(&other), "new-gw").await["statusCode"], 200);
+        let record = w.aws.callback_record(RECORDS, "482500007437").unwrap();
+        assert_eq!(record.signature_verified, Some(true));
+    }
+
+    #[tokio::test]
+    async fn the_policy_can_differ_per_gateway() {
+        let mut w = World::mark();
+        w.auth
+            .overrides
+            .insert("wallet".into(), AuthPolicy::Enforce);
+        let wallet = w.processor::<WalletRecords>();
+        let bankapp = w.processor::<BankAppRecords>();
+        assert_eq!(
+            wallet.handle(unsigned(&callback(true)), "a").await["statusCode"],
+            401
+        );
+        assert_eq!(
+            bankapp.handle(unsigned(&callback(true)), "b").await["statusCode"],
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_the_signature_cannot_cover_is_refused() {
+        // A direct invoke of an already-parsed object has no bytes to verify.
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let body: Value = serde_json::from_str(&callback(true)).unwrap();
+        let r = p
+            .handle(
+                json!({"body": body, "headers": {"webhook-id": "m", "webhook-timestamp": "1",
+                                                 "webhook-signature": "v1,AAAA"}}),
+                "r",
+            )
+            .await;
+        assert_eq!(r["statusCode"], 401);
+        assert!(reply_body(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("parsed object"));
+    }
+
+    #[tokio::test]
+    async fn a_signed_direct_invoke_is_taken() {
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let signed = w.signed(&callback(true), "msg_direct", KEY, 0);
+        let direct = json!({"body": signed["body"], "headers": signed["headers"]});
+        assert_eq!(p.handle(direct, "r").await["statusCode"], 200);
+    }
+
+    #[tokio::test]
+    async fn an_operators_replay_of_a_verified_delivery_counts_as_verified() {
+        // Given a signed delivery whose dispatch failed, replayed by an operator an hour later
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let original = w.signed(&callback(true), "msg_op", KEY, 0);
+        w.aws.fail_invoke(true);
+        assert_eq!(p.handle(original.clone(), "orig").await["statusCode"], 500);
+        w.aws.fail_invoke(false);
+        w.clock.advance(chrono::Duration::hours(1));
+        let envelope = |verified: bool| {
+            json!({"payment3Replay": {"delivery": "2026-11-21T09:00:00#orig", "verified": verified,
+                                      "operator": "alice"},
+                   "event": original.clone()})
+        };
+        // When it says the original was unverified, the stale signature is checked: 401
+        let r = p.handle(envelope(false), "replay-1").await;
+        assert_eq!(r["statusCode"], 401);
+        // When it says verified, it is taken (the record is not rewritten) and dispatched
+        let r = p.handle(envelope(true), "replay-2").await;
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(w.aws.invocations().len(), 1);
+        let inbox = w.aws.inbox(INBOX);
+        let replay = inbox.iter().find(|e| e.request_id == "replay-2").unwrap();
+        assert_eq!(
+            replay.replay_of.as_deref(),
+            Some("2026-11-21T09:00:00#orig")
+        );
+        assert_eq!(replay.replay_operator.as_deref(), Some("alice"));
+        assert_eq!(replay.signature_verified, Some(true));
+        assert_eq!(replay.outcome, InboxOutcome::AlreadyProcessed);
+        // and the original entry is untouched
+        let orig = inbox.iter().find(|e| e.request_id == "orig").unwrap();
+        assert_eq!(orig.replay_of, None);
+        assert!(matches!(orig.outcome, InboxOutcome::Failed { .. }));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! settings. Plain values; [`crate::runtime::config`] reads them from the environment, unit tests
 //! build them with `for_branch`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use crate::domain::ledger::ProcessPaidKind;
@@ -186,5 +187,89 @@ impl ProcessPaidSettings {
             notice_from: Some("payments@example.com".into()),
             notice_to: vec!["orders@example.com".into()],
         }
+    }
+}
+
+/// `CALLBACK_AUTH_POLICY`: what the wallet, bank-app and Amex callbacks do with a missing or bad
+/// signature (SPEC 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// 401, kept in the inbox, error path; nothing saved, nothing dispatched (the default).
+    Enforce,
+    /// Processed as before signatures, `signatureVerified: false` written, a warning logged:
+    /// for switching from the Python stack while gateways start signing.
+    Mark,
+}
+
+impl AuthPolicy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Some(AuthPolicy::Enforce),
+            "mark" => Some(AuthPolicy::Mark),
+            _ => None,
+        }
+    }
+}
+
+/// The gateways that sign their callbacks, as named in the keys secret and the policy.
+pub const SIGNING_GATEWAYS: [&str; 3] = ["wallet", "bankapp", "amex"];
+
+/// How the callbacks authenticate their gateways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackAuthSettings {
+    /// The policy of a gateway without an override.
+    pub policy: AuthPolicy,
+    /// Per-gateway policies, so a stack moves from `mark` to `enforce` one gateway at a time.
+    pub overrides: BTreeMap<String, AuthPolicy>,
+    /// `CALLBACK_SECRET_NAME` (default `payment3-callback-keys-<branch>`).
+    pub secret_name: String,
+    /// `SECRET_REFRESH_SECONDS` (default 300): a rotated key list is picked up after this.
+    pub refresh: Duration,
+}
+
+impl CallbackAuthSettings {
+    /// Every default, for a branch: what unit tests use.
+    pub fn for_branch(branch: &str) -> Self {
+        CallbackAuthSettings {
+            policy: AuthPolicy::Enforce,
+            overrides: BTreeMap::new(),
+            secret_name: format!("payment3-callback-keys-{branch}"),
+            refresh: Duration::from_secs(300),
+        }
+    }
+
+    /// The policy of one gateway.
+    pub fn policy_for(&self, gateway: &str) -> AuthPolicy {
+        self.overrides.get(gateway).copied().unwrap_or(self.policy)
+    }
+
+    /// Reads `enforce`, `mark`, or a default followed by per-gateway overrides:
+    /// `mark,wallet=enforce,bankapp=enforce`.
+    pub fn parse_policy(text: &str) -> Result<(AuthPolicy, BTreeMap<String, AuthPolicy>), String> {
+        let mut default = None;
+        let mut overrides = BTreeMap::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                None => {
+                    let p = AuthPolicy::parse(part)
+                        .ok_or_else(|| format!("expected enforce or mark, got {part:?}"))?;
+                    if default.replace(p).is_some() {
+                        return Err("more than one default policy".to_string());
+                    }
+                }
+                Some((gateway, policy)) => {
+                    let gateway = gateway.trim().to_ascii_lowercase();
+                    if !SIGNING_GATEWAYS.contains(&gateway.as_str()) {
+                        return Err(format!(
+                            "unknown gateway {gateway:?} (wallet, bankapp or amex)"
+                        ));
+                    }
+                    let p = AuthPolicy::parse(policy)
+                        .ok_or_else(|| format!("expected enforce or mark, got {policy:?}"))?;
+                    overrides.insert(gateway, p);
+                }
+            }
+        }
+        Ok((default.unwrap_or(AuthPolicy::Enforce), overrides))
     }
 }

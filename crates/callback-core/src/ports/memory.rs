@@ -51,6 +51,7 @@ pub struct MemoryAws {
     fail_invoke: AtomicBool,
     fail_mail: AtomicBool,
     order_updates: AtomicUsize,
+    record_writes: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -171,6 +172,11 @@ impl MemoryAws {
         lock(&self.secrets).insert(name.to_string(), value.to_string());
     }
 
+    /// How many callback record writes were attempted (a replay must not rewrite the record).
+    pub fn record_writes(&self) -> usize {
+        self.record_writes.load(Ordering::SeqCst)
+    }
+
     /// How many times a secret was read (to check caching).
     pub fn secret_reads(&self) -> usize {
         self.secret_reads.load(Ordering::SeqCst)
@@ -183,10 +189,22 @@ impl CallbackRecordStore for MemoryAws {
         &self,
         table: &str,
         record: &CallbackRecord,
+        webhook_id: Option<&str>,
     ) -> Result<SaveOutcome, StoreError> {
         self.check_store("UpdateItem", table)?;
+        self.record_writes.fetch_add(1, Ordering::SeqCst);
         Ok(self.with_table(table, |t| {
             let existing = t.get(&record.order_id);
+            // The webhook ids as a list of strings (the DynamoDB adapter keeps a string set).
+            let mut ids = match existing.and_then(|i| i.get("webhookIds")) {
+                Some(Attr::L(ids)) => ids.clone(),
+                _ => Vec::new(),
+            };
+            if let Some(id) = webhook_id {
+                if ids.contains(&Attr::S(id.into())) {
+                    return SaveOutcome::AlreadyProcessed;
+                }
+            }
             if !record.success
                 && existing.is_some_and(|i| i.get("success") == Some(&Attr::Bool(true)))
             {
@@ -197,6 +215,12 @@ impl CallbackRecordStore for MemoryAws {
                 item.insert("created_at".into(), created.clone());
             }
             Self::check_limits("UpdateItem", table, &item, "orderId", None)?;
+            if let Some(id) = webhook_id {
+                ids.push(Attr::S(id.into()));
+            }
+            if !ids.is_empty() {
+                item.insert("webhookIds".into(), Attr::L(ids));
+            }
             t.insert(record.order_id.clone(), item);
             Ok(SaveOutcome::Written)
         })?)

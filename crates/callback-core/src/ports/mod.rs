@@ -32,17 +32,24 @@ pub enum SaveOutcome {
     Written,
     /// A stored `success: true` was kept; this `success: false` was not written over it.
     KeptEarlierSuccess,
+    /// The record already holds this verified `webhook-id` (a replay, or a retry after a failed
+    /// dispatch): nothing was written.
+    AlreadyProcessed,
 }
 
 /// Callback records (wallet, bank app, Amex).
 #[async_trait]
 pub trait CallbackRecordStore: Send + Sync {
-    /// Writes the record, except over a stored success with a failure; done as one conditional
-    /// write (never read-then-write). `created_at` of an existing record is kept.
+    /// Writes the record, except over a stored success with a failure, and except when the
+    /// record already holds `webhook_id` (a verified delivery's id, `<gateway>:<webhook-id>`),
+    /// which the write adds to the record's `webhookIds`: the replay check of SPEC 4.5 is a
+    /// condition of the same write, not a round trip of its own. One conditional write (never
+    /// read-then-write); `created_at` of an existing record is kept.
     async fn save_callback(
         &self,
         table: &str,
         record: &CallbackRecord,
+        webhook_id: Option<&str>,
     ) -> Result<SaveOutcome, StoreError>;
 }
 

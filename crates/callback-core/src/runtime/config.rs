@@ -18,6 +18,7 @@ use crate::flows::settings::{
     ProcessPaidSettings, SecretSettings, Settings, Tables, DEFAULT_SHOP_URL, KBANK_PRODUCTION_API,
     KBANK_SANDBOX_API,
 };
+use crate::flows::settings::{AuthPolicy, CallbackAuthSettings};
 
 /// A setting that is present but unusable.
 #[derive(Debug, Clone, Error)]
@@ -114,6 +115,30 @@ impl SecretSettings {
         };
         Ok(SecretSettings {
             name: var("KBANK_SECRET_NAME").unwrap_or_else(|| default.to_string()),
+            refresh: seconds("SECRET_REFRESH_SECONDS", 300)?,
+        })
+    }
+}
+
+impl CallbackAuthSettings {
+    /// `CALLBACK_AUTH_POLICY` (default `enforce`), `CALLBACK_SECRET_NAME` (default
+    /// `payment3-callback-keys-<branch>`), `SECRET_REFRESH_SECONDS` (default 300).
+    pub fn from_env(settings: &Settings) -> Result<Self, ConfigError> {
+        let (policy, overrides) = match var("CALLBACK_AUTH_POLICY") {
+            None => (AuthPolicy::Enforce, Default::default()),
+            Some(text) => CallbackAuthSettings::parse_policy(&text).map_err(|reason| {
+                ConfigError::Invalid {
+                    name: "CALLBACK_AUTH_POLICY",
+                    reason,
+                }
+            })?,
+        };
+        let branch = &settings.branch;
+        Ok(CallbackAuthSettings {
+            policy,
+            overrides,
+            secret_name: var("CALLBACK_SECRET_NAME")
+                .unwrap_or_else(|| format!("payment3-callback-keys-{branch}")),
             refresh: seconds("SECRET_REFRESH_SECONDS", 300)?,
         })
     }
@@ -251,6 +276,46 @@ mod tests {
             Some(ProcessPaidKind::Amex)
         );
         assert_eq!(ProcessPaidKind::parse("qr"), None);
+    }
+
+    #[test]
+    fn the_callback_auth_policy_is_enforce_by_default_and_can_differ_per_gateway() {
+        let parse = CallbackAuthSettings::parse_policy;
+        assert_eq!(
+            parse("").unwrap(),
+            (AuthPolicy::Enforce, Default::default())
+        );
+        assert_eq!(parse(" Mark ").unwrap().0, AuthPolicy::Mark);
+        let (default, overrides) = parse("mark, wallet=enforce,AMEX=enforce").unwrap();
+        let s = CallbackAuthSettings {
+            policy: default,
+            overrides,
+            ..CallbackAuthSettings::for_branch("dev")
+        };
+        assert_eq!(s.policy_for("wallet"), AuthPolicy::Enforce);
+        assert_eq!(s.policy_for("amex"), AuthPolicy::Enforce);
+        assert_eq!(s.policy_for("bankapp"), AuthPolicy::Mark);
+        for bad in ["off", "mark,enforce", "card=enforce", "wallet=off"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            CallbackAuthSettings::for_branch("master").secret_name,
+            "payment3-callback-keys-master"
+        );
+    }
+
+    #[test]
+    fn an_unknown_callback_auth_policy_is_a_start_up_error_naming_the_variable() {
+        // Only this test sets CALLBACK_AUTH_POLICY.
+        let settings = Settings::for_branch("dev");
+        std::env::set_var("CALLBACK_AUTH_POLICY", "off");
+        let err = CallbackAuthSettings::from_env(&settings).unwrap_err();
+        assert!(err.to_string().contains("CALLBACK_AUTH_POLICY"), "{err}");
+        std::env::remove_var("CALLBACK_AUTH_POLICY");
+        assert_eq!(
+            CallbackAuthSettings::from_env(&settings).unwrap().policy,
+            AuthPolicy::Enforce
+        );
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Delivery {
             }
         }
         Delivery {
+            headers: direct_headers(&event),
             body: direct_body(event),
             ..base
         }
@@ -182,6 +183,18 @@ fn has_undecodable_base64_body(event: &Value) -> bool {
             .get("body")
             .and_then(Value::as_str)
             .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
+}
+
+/// A direct invoke may carry `headers` beside its `body` (as a proxy event does): the signature
+/// headers of SPEC 4.5 among them. Names lower-cased, secrets redacted; non-text values dropped.
+fn direct_headers(event: &Value) -> BTreeMap<String, String> {
+    match event.get("headers") {
+        Some(Value::Object(map)) => redact_headers(
+            map.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+        ),
+        _ => BTreeMap::new(),
+    }
 }
 
 fn direct_body(event: Value) -> Body {
@@ -346,6 +359,21 @@ mod tests {
                                "operator": "alice"},
             "event": rest_v1(json!("{\"a\":1}"), false)
         })
+    }
+
+    #[test]
+    fn a_direct_invoke_may_carry_headers() {
+        let d = Delivery::from_event(
+            json!({"body": "{}", "headers": {"Webhook-Id": "msg_1", "X-Api-Key": "k", "n": 5}}),
+            "r",
+            now(),
+        );
+        assert_eq!(d.headers["webhook-id"], "msg_1");
+        assert_eq!(d.headers["x-api-key"], crate::domain::redact::REDACTED);
+        assert!(!d.headers.contains_key("n"));
+        assert_eq!(d.raw_body(), Some(&b"{}"[..]));
+        let parsed = Delivery::from_event(json!({"body": {"a": 1}}), "r", now());
+        assert_eq!(parsed.raw_body(), None);
     }
 
     #[test]

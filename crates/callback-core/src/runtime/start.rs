@@ -17,7 +17,7 @@ use crate::flows::error::CallbackError;
 use crate::flows::incident::{Incident, IncidentReporter};
 use crate::flows::processor::CallbackProcessor;
 use crate::flows::processor::RecordTable;
-use crate::flows::settings::Settings;
+use crate::flows::settings::{CallbackAuthSettings, Settings};
 use crate::ports::aws::{
     dynamodb::DynamoStore, lambda::LambdaInvoker, secrets::SecretsManagerSource, ses::SesMailer,
 };
@@ -97,9 +97,10 @@ where
 /// The whole `main` of a callback function (wallet, bank app, Amex).
 pub fn run_callback<R: RecordTable>() -> Result<(), Error> {
     run(|settings| async move {
+        let auth = CallbackAuthSettings::from_env(&settings)?;
         let ports = aws_ports(&aws_config().await);
         let guard = PanicGuard::new(settings.clone(), &ports);
-        let processor = Arc::new(CallbackProcessor::<R>::new(settings, ports));
+        let processor = Arc::new(CallbackProcessor::<R>::with_auth(settings, &auth, ports));
         serve(R::FUNCTION, guard, move |event, request_id| {
             let processor = processor.clone();
             async move {

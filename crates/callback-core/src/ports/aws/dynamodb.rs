@@ -16,6 +16,12 @@ use crate::domain::item::{Attr, Item};
 use crate::domain::record::CallbackRecord;
 use crate::ports::error::StoreError;
 use crate::ports::{AlertGate, CallbackRecordStore, ErrorLogStore, InboxStore, SaveOutcome};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+
+/// The callback record's string set of the verified `<gateway>:<webhook-id>`s it has taken
+/// (SPEC 4.5 replays). PynamoDB models that do not declare it ignore it.
+pub const WEBHOOK_IDS: &str = "webhookIds";
 
 /// All tables, through one client.
 #[derive(Clone, Debug)]
@@ -139,27 +145,61 @@ impl CallbackRecordStore for DynamoStore {
         &self,
         table: &str,
         record: &CallbackRecord,
+        webhook_id: Option<&str>,
     ) -> Result<SaveOutcome, StoreError> {
         let item = record.to_item();
         let set = SetExpression::of(&item, &["orderId"], &["created_at"]);
+        let (mut expression, mut names, mut values) = (set.expression, set.names, set.values);
+        let mut conditions = Vec::new();
+        if !record.success {
+            // A failure may not overwrite a stored success.
+            conditions.push("(attribute_not_exists(#ok) OR #ok <> :true)");
+            names.insert("#ok".into(), "success".into());
+            values.insert(":true".into(), AttributeValue::Bool(true));
+        }
+        if let Some(id) = webhook_id {
+            // The replay check rides on this write: a verified id already on the record fails
+            // the condition; else the write adds it.
+            expression.push_str(" ADD #wids :wids");
+            conditions.push("NOT contains(#wids, :wid)");
+            names.insert("#wids".into(), WEBHOOK_IDS.into());
+            values.insert(":wids".into(), AttributeValue::Ss(vec![id.to_string()]));
+            values.insert(":wid".into(), AttributeValue::S(id.to_string()));
+        }
         let mut request = self
             .client
             .update_item()
             .table_name(table)
             .set_key(Some(key_of(&item, &["orderId"])))
-            .update_expression(set.expression)
-            .set_expression_attribute_names(Some(set.names))
-            .set_expression_attribute_values(Some(set.values));
-        if !record.success {
-            // A failure may not overwrite a stored success.
+            .update_expression(expression)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
+        if !conditions.is_empty() {
             request = request
-                .condition_expression("attribute_not_exists(#ok) OR #ok <> :true")
-                .expression_attribute_names("#ok", "success")
-                .expression_attribute_values(":true", AttributeValue::Bool(true));
+                .condition_expression(conditions.join(" AND "))
+                // Which condition failed is read from the item as it was: no second request.
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
         }
         match request.send().await {
             Ok(_) => Ok(SaveOutcome::Written),
-            Err(e) if is_condition_failed(&e) => Ok(SaveOutcome::KeptEarlierSuccess),
+            Err(e) if is_condition_failed(&e) => {
+                let old = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item(),
+                    _ => None,
+                };
+                let seen = old
+                    .and_then(|o| o.get(WEBHOOK_IDS))
+                    .and_then(|ids| ids.as_ss().ok())
+                    .zip(webhook_id)
+                    .is_some_and(|(ids, id)| ids.iter().any(|i| i == id));
+                Ok(if seen {
+                    SaveOutcome::AlreadyProcessed
+                } else {
+                    SaveOutcome::KeptEarlierSuccess
+                })
+            }
             Err(e) => Err(store_error("UpdateItem", table, &e)),
         }
     }
@@ -194,7 +234,7 @@ impl InboxStore for DynamoStore {
         finished.outcome = outcome.clone();
         let item = finished.to_item();
         let mut only_outcome = Item::new();
-        for name in ["outcome", "status", "error"] {
+        for name in ["outcome", "status", "error", "signatureVerified"] {
             if let Some(v) = item.get(name) {
                 only_outcome.insert(name.to_string(), v.clone());
             }
