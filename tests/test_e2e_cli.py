@@ -90,7 +90,7 @@ def test_trace_of_a_paid_wallet_order_says_paid_by_what_and_when(stack):
     # Given an order paid through the wallet callback
     order_id = new_order_id()
     stack.put_order(order_id, "2339.0")
-    status, _, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_cli_paid"))
+    status, _, body = stack.post_signed("/wallet/callback", wallet_callback(order_id, "pay_cli_paid"))
     assert status == 200, body
     stack.wait_idle()
     ledger = stack.get("paid-order", orderId=order_id)
@@ -146,7 +146,7 @@ def test_trace_of_a_rejected_callback_says_why_it_failed(stack):
     stack.put_order(order_id, "2339.0")
     bad = wallet_callback(order_id, "pay_cli_bad")
     del bad["success"]
-    status, _, body = stack.post("/wallet/callback", bad)
+    status, _, body = stack.post_signed("/wallet/callback", bad)
     assert status == 400, body
     stack.wait_idle()
 
@@ -164,7 +164,7 @@ def test_trace_of_a_payment_process_paid_refused_names_the_error_from_the_error_
     # Given a wallet success whose amount is not the order's total: process-paid refuses it
     order_id = new_order_id()
     stack.put_order(order_id, "2339.0")
-    status, _, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_cli_short", amount=1.0))
+    status, _, body = stack.post_signed("/wallet/callback", wallet_callback(order_id, "pay_cli_short", amount=1.0))
     assert status == 200, body
     stack.wait_idle()
 
@@ -291,7 +291,7 @@ def test_replaying_a_paid_delivery_changes_nothing_however_often(stack):
     # Given an order paid through the wallet callback, its one delivery in the inbox
     order_id = new_order_id()
     stack.put_order(order_id, "2339.0")
-    status, _, body = stack.post("/wallet/callback", wallet_callback(order_id, "pay_cli_replay"))
+    status, _, body = stack.post_signed("/wallet/callback", wallet_callback(order_id, "pay_cli_replay"))
     assert status == 200, body
     stack.wait_idle()
     [original] = inbox_of(stack, order_id)
@@ -302,14 +302,11 @@ def test_replaying_a_paid_delivery_changes_nothing_however_often(stack):
     notices = len(paid_notices(stack, order_id))
     assert ledger["status"] == "PAID" and notices == 1
 
-    # When the operator asks for a replay without --force: the delivery carries no verified
-    # signature, so nothing is replayed, and the listing says why
-    run = payment3(stack, "replay", order_id)
-    assert run.returncode == 4, (run.stdout, run.stderr)
-    assert key in run.stdout and "needs --force" in run.stdout
-    # A dry run with --force says what it would do, and invokes nothing
+    # When the operator asks for a replay: the delivery's signature was verified (SPEC 4.5), so
+    # it needs no --force; a dry run says what it would do, and invokes nothing
+    assert original["signatureVerified"] is True
     since = stack.invoke_log_position()
-    run = payment3(stack, "replay", order_id, "--force")
+    run = payment3(stack, "replay", order_id)
     assert run.returncode == 0, run.stderr
     assert "payment3-wallet-callback-local" in run.stdout and "already PAID" in run.stdout
     assert "dry run" in run.stdout and stack.invocations(since=since) == []
@@ -317,7 +314,7 @@ def test_replaying_a_paid_delivery_changes_nothing_however_often(stack):
 
     # When it is replayed twice, for real
     for _ in range(2):
-        run = payment3(stack, "replay", order_id, "--delivery", key, "--yes", "--force", "--operator", "e2e-operator")
+        run = payment3(stack, "replay", order_id, "--delivery", key, "--yes", "--operator", "e2e-operator")
         assert run.returncode == 0, (run.stdout, run.stderr)
         assert f"replayed {key} -> payment3-wallet-callback-local: 200" in run.stdout
         stack.wait_idle()
@@ -352,7 +349,7 @@ def test_a_rejected_delivery_is_not_replayed_without_force(stack):
     order_id = new_order_id()
     bad = wallet_callback(order_id, "pay_cli_rejected")
     bad["success"] = "true"  # a string is not a boolean: 400
-    status, _, _ = stack.post("/wallet/callback", bad)
+    status, _, _ = stack.post_signed("/wallet/callback", bad)
     assert status == 400
     [entry] = inbox_of(stack, order_id)
     since = stack.invoke_log_position()
