@@ -753,6 +753,7 @@ mod tests {
             body: None,
             created_at: "2026-11-30T07:00:00".into(),
             updated_at: "2026-11-30T07:00:00".into(),
+            signature_verified: None,
         }
     }
 
