@@ -202,7 +202,7 @@ impl CallbackRecordStore for MemoryAws {
             };
             if let Some(id) = webhook_id {
                 if ids.contains(&Attr::S(id.into())) {
-                    return SaveOutcome::AlreadyProcessed;
+                    return Ok(SaveOutcome::AlreadyProcessed);
                 }
             }
             if !record.success
