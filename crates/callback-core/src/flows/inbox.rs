@@ -45,9 +45,20 @@ impl Inbox {
         function: &str,
         order_id: Option<&str>,
     ) -> Result<InboxEntry, StoreError> {
-        let entry = InboxEntry::received(delivery, function, order_id, self.ttl.as_secs());
-        self.store.append(&self.table, &entry).await?;
+        let entry = self.entry(delivery, function, order_id);
+        self.append(&entry).await?;
         Ok(entry)
+    }
+
+    /// The entry of a delivery, not yet written: a flow that knows the outcome in advance sets
+    /// it and writes the entry with [`Inbox::append`] beside its other effects (one round trip).
+    pub fn entry(&self, delivery: &Delivery, function: &str, order_id: Option<&str>) -> InboxEntry {
+        InboxEntry::received(delivery, function, order_id, self.ttl.as_secs())
+    }
+
+    /// Writes an entry (never over another delivery's).
+    pub async fn append(&self, entry: &InboxEntry) -> Result<(), StoreError> {
+        self.store.append(&self.table, entry).await
     }
 
     /// Sets how the delivery ended; a failure here is logged, never raised.

@@ -1,16 +1,16 @@
 //! [`CallbackProcessor`]: the whole of SPEC 4.1 and 4.5 for the wallet, bank-app and Amex
-//! callbacks, which differ only in their [`RecordTable`]. One road: event -> delivery -> inbox ->
-//! signature -> validated payload -> record -> dispatch -> reply; a failure at any step takes
-//! the error path.
+//! callbacks, which differ only in their [`RecordTable`]. One road: event -> delivery ->
+//! signature -> validated payload -> {record, inbox entry, dispatch} in one concurrent round ->
+//! reply; a failure at any step takes the error path and still keeps the delivery in the inbox.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::domain::callback::{aliased, CallbackPayload};
 use crate::domain::delivery::Delivery;
-use crate::domain::inbox::InboxOutcome;
+use crate::domain::inbox::{InboxEntry, InboxOutcome};
 use crate::domain::record::CallbackRecord;
 use crate::domain::signature::{
     CallbackKeys, SignatureError, SignedHeaders, ID_HEADER, MAX_WEBHOOK_ID_BYTES,
@@ -154,6 +154,13 @@ impl<R: RecordTable> CallbackProcessor<R> {
     /// Handles one delivery and returns the Lambda response. Never fails, never panics on
     /// input: every failure is a response with its status, after the error path. The runtime's
     /// `handle` reads the Lambda event into the delivery.
+    ///
+    /// Issue 10: every check that needs no AWS call runs first (size, signature with the cached
+    /// keys, validation); then every effect goes out in one concurrent round: the record write
+    /// (with the replay check as its condition), the inbox entry (written with the outcome it
+    /// will most likely have) and, for a success, the dispatch. A second round only corrects the
+    /// inbox entry when the outcome differs (a kept success, a replay, a failure) and runs the
+    /// error path on a failure.
     pub async fn handle_delivery(&self, delivery: Delivery) -> Value {
         // Size first (SPEC 4: 413 before parsing), then the body is parsed once for every step.
         let body = delivery
@@ -163,22 +170,12 @@ impl<R: RecordTable> CallbackProcessor<R> {
         let order_id = body.as_ref().ok().and_then(|b| {
             aliased(b, &["orderId", "order_id"]).and_then(|v| v.as_str().map(String::from))
         });
-        // The delivery is kept before anything else can fail.
         let inbox = Inbox::new(
             self.ports.inbox.clone(),
             &self.settings.tables.callback_inbox,
             self.settings.inbox_ttl,
         );
-        let mut entry = match inbox
-            .keep(&delivery, R::FUNCTION, order_id.as_deref())
-            .await
-        {
-            Ok(entry) => entry,
-            Err(e) => {
-                let err = CallbackError::from(e);
-                return self.fail(&delivery, &err, order_id.as_deref(), None).await;
-            }
-        };
+        let mut entry = inbox.entry(&delivery, R::FUNCTION, order_id.as_deref());
 
         // A body too large is refused before its signature is looked at (413); anything else
         // must be signed before its content counts for anything (401 before 400).
@@ -191,24 +188,22 @@ impl<R: RecordTable> CallbackProcessor<R> {
                     Err(CallbackError::Unauthenticated(_)) => Some(false),
                     Err(_) => None,
                 };
-                authenticity.and_then(|a| body.map(|b| (b, a)))
+                authenticity.and_then(|a| {
+                    body.and_then(|b| CallbackPayload::from_object(b).map_err(CallbackError::from))
+                        .map(|p| (p, a))
+                })
             }
         };
-        let (outcome, reply) = match checked {
-            Ok((body, authenticity)) => match self.process(body, &delivery, &authenticity).await {
-                Ok((payload, outcome)) => (outcome, self.success_reply(&payload)),
-                Err((err, payment_id)) => (
-                    outcome_of(&err),
-                    self.fail(&delivery, &err, order_id.as_deref(), payment_id.as_deref())
-                        .await,
-                ),
-            },
-            Err(err) => (
-                outcome_of(&err),
-                self.fail(&delivery, &err, order_id.as_deref(), None).await,
-            ),
+        let reply = match checked {
+            Ok((payload, authenticity)) => {
+                self.take(&inbox, &mut entry, &delivery, payload, &authenticity)
+                    .await
+            }
+            Err(err) => {
+                self.refuse(&inbox, &mut entry, &delivery, err, order_id.as_deref())
+                    .await
+            }
         };
-        inbox.finish(&mut entry, outcome).await;
         tracing::info!(
             function = R::FUNCTION,
             order_id = order_id.as_deref(),
@@ -217,6 +212,143 @@ impl<R: RecordTable> CallbackProcessor<R> {
             "callback handled"
         );
         reply
+    }
+
+    /// A delivery refused before any effect (413, 401, 400, or unreadable keys): its inbox
+    /// entry, written with its final outcome, and the error path, concurrently. A delivery that
+    /// cannot be kept is a 500, so the gateway sends it again.
+    async fn refuse(
+        &self,
+        inbox: &Inbox,
+        entry: &mut InboxEntry,
+        delivery: &Delivery,
+        err: CallbackError,
+        order_id: Option<&str>,
+    ) -> Value {
+        entry.outcome = outcome_of(&err);
+        let (kept, reply) = tokio::join!(
+            inbox.append(entry),
+            self.fail(delivery, &err, order_id, None)
+        );
+        match kept {
+            Ok(()) => reply,
+            Err(e) => {
+                self.fail(delivery, &CallbackError::from(e), order_id, None)
+                    .await
+            }
+        }
+    }
+
+    /// A valid, authenticated callback (SPEC 4.1 steps 2-5): the record write, the inbox entry
+    /// and (for a success) the dispatch in one concurrent round.
+    ///
+    /// Why each failure still keeps SPEC 4.1: any failed call is a 500, so the gateway retries,
+    /// and a retry repeats all three. The record write is idempotent (the same content; a
+    /// verified retry finds its webhook-id and writes nothing), the dispatch is too (process-paid
+    /// applies a payment once), and the retry is a new inbox entry. So:
+    /// - dispatch ok, record write failed: process-paid may pay the order before the record
+    ///   exists (it does not read the record); the 500 brings the retry that writes it;
+    /// - record written, dispatch failed: the retry dispatches (a seen webhook-id never stops a
+    ///   dispatch);
+    /// - both done, inbox entry failed: the 500 brings a retry, whose entry is kept.
+    async fn take(
+        &self,
+        inbox: &Inbox,
+        entry: &mut InboxEntry,
+        delivery: &Delivery,
+        payload: CallbackPayload,
+        authenticity: &Authenticity,
+    ) -> Value {
+        let mut record =
+            CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
+        record.signature_verified = Some(authenticity.verified());
+        // Replays are recognised per gateway (wallet and bank app share a table).
+        let webhook_id = match authenticity {
+            Authenticity::Verified {
+                webhook_id: Some(id),
+            } => Some(format!("{}:{id}", R::GATEWAY)),
+            _ => None,
+        };
+        // The body as received goes on; process-paid parses it itself. A success is dispatched
+        // even when its webhook-id turns out to be seen: the gateway may be retrying after a
+        // failed dispatch (same id), which must dispatch again; a replay's dispatch finds the
+        // payment applied.
+        let dispatch = payload
+            .success
+            .then(|| Value::Object(payload.body.clone()).to_string());
+        // The outcome the entry will most likely end with, written in the same round.
+        entry.outcome = if payload.success {
+            InboxOutcome::Dispatched
+        } else {
+            InboxOutcome::Recorded
+        };
+        let (saved, kept, dispatched) = tokio::join!(
+            self.ports.records.save_callback(
+                R::table(&self.settings),
+                &record,
+                webhook_id.as_deref()
+            ),
+            inbox.append(entry),
+            async {
+                match &dispatch {
+                    Some(body) => {
+                        self.ports
+                            .invoker
+                            .invoke_event(R::process_paid_function(&self.settings), body.as_bytes())
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            }
+        );
+
+        let kept_ok = kept.is_ok();
+        let failure = match (saved, dispatched, kept) {
+            (Err(e), _, _) => Err(CallbackError::from(e)),
+            (_, Err(e), _) => Err(CallbackError::from(e)),
+            (_, _, Err(e)) => Err(CallbackError::from(e)),
+            (Ok(saved), Ok(()), Ok(())) => Ok(saved),
+        };
+        let outcome = match &failure {
+            Err(err) => outcome_of(err),
+            Ok(SaveOutcome::KeptEarlierSuccess) => {
+                tracing::warn!(
+                    order_id = payload.order_id.as_str(),
+                    "success:false after a success: the success is kept"
+                );
+                InboxOutcome::KeptEarlierSuccess
+            }
+            Ok(SaveOutcome::AlreadyProcessed) => {
+                tracing::info!(
+                    order_id = payload.order_id.as_str(),
+                    "webhook-id already processed: the record is not rewritten"
+                );
+                InboxOutcome::AlreadyProcessed
+            }
+            Ok(SaveOutcome::Written) => entry.outcome.clone(),
+        };
+        // The second round, only on the rare paths: the entry's true outcome, the error path.
+        let correct = async {
+            if kept_ok && outcome != entry.outcome {
+                inbox.finish(entry, outcome).await;
+            } else {
+                entry.outcome = outcome;
+            }
+        };
+        match failure {
+            Ok(_) => {
+                correct.await;
+                self.success_reply(&payload)
+            }
+            Err(err) => {
+                let order_id = payload.order_id.as_str();
+                let ((), reply) = tokio::join!(
+                    correct,
+                    self.fail(delivery, &err, Some(order_id), Some(&payload.payment_id))
+                );
+                reply
+            }
+        }
     }
 
     fn success_reply(&self, payload: &CallbackPayload) -> Value {
@@ -306,71 +438,6 @@ impl<R: RecordTable> CallbackProcessor<R> {
             }
             Err(e) => unverified(e),
         }
-    }
-
-    /// Validate, save, dispatch. On failure also returns the payment id, if it got that far.
-    async fn process(
-        &self,
-        body: Map<String, Value>,
-        delivery: &Delivery,
-        authenticity: &Authenticity,
-    ) -> Result<(CallbackPayload, InboxOutcome), (CallbackError, Option<String>)> {
-        let payload =
-            CallbackPayload::from_object(body).map_err(|e| (CallbackError::from(e), None))?;
-        let payment_id = Some(payload.payment_id.clone());
-
-        let mut record =
-            CallbackRecord::new(&payload, delivery.event.clone(), self.ports.clock.now());
-        record.signature_verified = Some(authenticity.verified());
-        // Replays are recognised per gateway (wallet and bank app share a table).
-        let webhook_id = match authenticity {
-            Authenticity::Verified {
-                webhook_id: Some(id),
-            } => Some(format!("{}:{id}", R::GATEWAY)),
-            _ => None,
-        };
-        let saved = self
-            .ports
-            .records
-            .save_callback(R::table(&self.settings), &record, webhook_id.as_deref())
-            .await
-            .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
-
-        let outcome = match saved {
-            SaveOutcome::KeptEarlierSuccess => {
-                tracing::warn!(
-                    order_id = payload.order_id.as_str(),
-                    "success:false after a success: the success is kept"
-                );
-                return Ok((payload, InboxOutcome::KeptEarlierSuccess));
-            }
-            SaveOutcome::AlreadyProcessed => {
-                tracing::info!(
-                    order_id = payload.order_id.as_str(),
-                    "webhook-id already processed: the record is not rewritten"
-                );
-                InboxOutcome::AlreadyProcessed
-            }
-            SaveOutcome::Written if payload.success => InboxOutcome::Dispatched,
-            SaveOutcome::Written => InboxOutcome::Recorded,
-        };
-        if !payload.success {
-            return Ok((payload, outcome));
-        }
-        // A success is dispatched even when its webhook-id was seen: the gateway may be retrying
-        // after a failed dispatch (same id), which must dispatch again (SPEC 4.1); a replay's
-        // dispatch finds the payment applied (process-paid applies it once).
-        // The body as received goes on; process-paid parses it itself.
-        let dispatch = serde_json::Value::Object(payload.body.clone()).to_string();
-        self.ports
-            .invoker
-            .invoke_event(
-                R::process_paid_function(&self.settings),
-                dispatch.as_bytes(),
-            )
-            .await
-            .map_err(|e| (CallbackError::from(e), payment_id.clone()))?;
-        Ok((payload, outcome))
     }
 
     async fn fail(
@@ -694,7 +761,10 @@ mod tests {
         let reply = p.handle(w.http(&callback(true)), "a").await;
         assert_eq!(reply["statusCode"], 500);
         assert!(!reply["body"].as_str().unwrap().contains("simulated"));
-        assert!(w.aws.invocations().is_empty());
+        // The dispatch went out beside the failed writes (one round, issue 10): the 500 brings
+        // the gateway's retry, which writes the record; process-paid applies the payment once.
+        assert_eq!(w.aws.invocations().len(), 1);
+        assert!(w.aws.items(RECORDS).is_empty());
         // The alert still goes out even though DynamoDB (the error log) is down.
         assert_eq!(w.aws.mails().len(), 1);
     }
@@ -1032,6 +1102,320 @@ mod tests {
         let orig = inbox.iter().find(|e| e.request_id == "orig").unwrap();
         assert_eq!(orig.replay_of, None);
         assert!(matches!(orig.outcome, InboxOutcome::Failed { .. }));
+    }
+
+    // ---- Issue 10: one round trip on the warm path ----
+
+    use crate::ports::error::{InvokeError, StoreError};
+    use crate::ports::{CallbackRecordStore, InboxStore, Invoker, Ports};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// The record store, the inbox and the invoker in memory, each call taking `DELAY` (an AWS
+    /// round trip), counted by name, with the most calls ever in flight at once; a named call
+    /// can be made to fail.
+    struct Probe {
+        aws: Arc<MemoryAws>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        calls: Mutex<Vec<&'static str>>,
+        failing: Mutex<Vec<&'static str>>,
+    }
+
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+    impl Probe {
+        fn new(aws: Arc<MemoryAws>) -> Arc<Self> {
+            Arc::new(Probe {
+                aws,
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+                calls: Mutex::new(Vec::new()),
+                failing: Mutex::new(Vec::new()),
+            })
+        }
+        fn ports(self: &Arc<Self>, clock: Arc<ManualClock>) -> Ports {
+            let mut ports = self.aws.ports(clock);
+            ports.records = self.clone();
+            ports.inbox = self.clone();
+            ports.invoker = self.clone();
+            ports
+        }
+        fn fail(&self, call: &'static str) {
+            self.failing.lock().unwrap().push(call);
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            let mut calls = self.calls.lock().unwrap().clone();
+            calls.sort();
+            calls
+        }
+        fn max_in_flight(&self) -> usize {
+            self.max_in_flight.load(Ordering::SeqCst)
+        }
+        /// One call: counted, in flight for DELAY, then done (or failed).
+        async fn call(&self, name: &'static str) -> bool {
+            self.calls.lock().unwrap().push(name);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(DELAY).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            !self.failing.lock().unwrap().contains(&name)
+        }
+    }
+
+    fn down(name: &str) -> StoreError {
+        StoreError::new("call", name, "unreachable (simulated)")
+    }
+
+    #[async_trait::async_trait]
+    impl CallbackRecordStore for Probe {
+        async fn save_callback(
+            &self,
+            table: &str,
+            record: &CallbackRecord,
+            webhook_id: Option<&str>,
+        ) -> Result<SaveOutcome, StoreError> {
+            if !self.call("record").await {
+                return Err(down(table));
+            }
+            self.aws.save_callback(table, record, webhook_id).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl InboxStore for Probe {
+        async fn append(&self, table: &str, entry: &InboxEntry) -> Result<(), StoreError> {
+            if !self.call("inbox.append").await {
+                return Err(down(table));
+            }
+            self.aws.append(table, entry).await
+        }
+        async fn set_outcome(
+            &self,
+            table: &str,
+            entry: &InboxEntry,
+            outcome: &InboxOutcome,
+        ) -> Result<(), StoreError> {
+            if !self.call("inbox.set_outcome").await {
+                return Err(down(table));
+            }
+            self.aws.set_outcome(table, entry, outcome).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Invoker for Probe {
+        async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+            if !self.call("invoke").await {
+                return Err(InvokeError {
+                    function: function.into(),
+                    message: "throttled (simulated)".into(),
+                });
+            }
+            self.aws.invoke_event(function, payload).await
+        }
+        async fn invoke_sync(
+            &self,
+            function: &str,
+            payload: &[u8],
+        ) -> Result<Vec<u8>, InvokeError> {
+            self.aws.invoke_sync(function, payload).await
+        }
+    }
+
+    /// A wallet processor on the probe; the keys are read once before the measured call.
+    async fn probed() -> (World, Arc<Probe>, CallbackProcessor<WalletRecords>) {
+        let w = World::new();
+        let probe = Probe::new(w.aws.clone());
+        let p = CallbackProcessor::<WalletRecords>::with_auth(
+            w.settings.clone(),
+            &w.auth,
+            probe.ports(w.clock.clone()),
+        );
+        // Warm the key cache (what the first callback of a container pays once).
+        let other = callback(true).replace("482500007436", "482500000000");
+        assert_eq!(p.handle(w.http(&other), "warm-up").await["statusCode"], 200);
+        probe.calls.lock().unwrap().clear();
+        probe.max_in_flight.store(0, Ordering::SeqCst);
+        (w, probe, p)
+    }
+
+    async fn timed(
+        p: &CallbackProcessor<WalletRecords>,
+        event: Value,
+        id: &str,
+    ) -> (Value, std::time::Duration) {
+        let started = tokio::time::Instant::now();
+        let reply = p.handle(event, id).await;
+        (reply, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_success_is_one_round_of_three_concurrent_calls() {
+        // Given a warm wallet function whose AWS calls each take one round trip
+        let (w, probe, p) = probed().await;
+        // When a signed success arrives
+        let (reply, took) = timed(&p, w.http(&callback(true)), "r").await;
+        // Then the record write, the inbox entry and the dispatch were all in flight at once,
+        // nothing else was called (no key read, no second round), and it took one round trip
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(probe.calls(), ["inbox.append", "invoke", "record"]);
+        assert_eq!(probe.max_in_flight(), 3);
+        assert_eq!(took, DELAY);
+        assert_eq!(w.aws.secret_reads(), 1);
+        // and the inbox entry has its true outcome
+        let entry = w.aws.inbox(INBOX).pop().unwrap();
+        assert_eq!(entry.request_id, "r");
+        assert_eq!(entry.outcome, InboxOutcome::Dispatched);
+        assert_eq!(entry.signature_verified, Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recorded_failure_is_one_round_of_two_calls() {
+        let (w, probe, p) = probed().await;
+        let (reply, took) = timed(&p, w.http(&callback(false)), "r").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(probe.calls(), ["inbox.append", "record"]);
+        assert_eq!((probe.max_in_flight(), took), (2, DELAY));
+        let entry = w
+            .aws
+            .inbox(INBOX)
+            .into_iter()
+            .find(|e| e.request_id == "r")
+            .unwrap();
+        assert_eq!(entry.outcome, InboxOutcome::Recorded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_success_and_a_replay_take_a_second_round_to_correct_the_inbox() {
+        let (w, probe, p) = probed().await;
+        let success = w.signed(&callback(true), "msg_once", KEY, 0);
+        assert_eq!(p.handle(success.clone(), "a").await["statusCode"], 200);
+        // A failure after the success: kept, corrected in a second round
+        probe.calls.lock().unwrap().clear();
+        w.tick();
+        let (reply, took) = timed(&p, w.http(&callback(false)), "b").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(
+            probe.calls(),
+            ["inbox.append", "inbox.set_outcome", "record"]
+        );
+        assert_eq!(took, 2 * DELAY);
+        // The same signed success again: a replay, corrected in a second round
+        probe.calls.lock().unwrap().clear();
+        w.tick();
+        let (reply, took) = timed(&p, success, "c").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(
+            probe.calls(),
+            ["inbox.append", "inbox.set_outcome", "invoke", "record"]
+        );
+        assert_eq!(took, 2 * DELAY);
+        let outcomes: Vec<_> = w
+            .aws
+            .inbox(INBOX)
+            .into_iter()
+            .filter(|e| e.request_id != "warm-up")
+            .map(|e| (e.request_id, e.outcome))
+            .collect();
+        assert!(outcomes.contains(&("b".into(), InboxOutcome::KeptEarlierSuccess)));
+        assert!(outcomes.contains(&("c".into(), InboxOutcome::AlreadyProcessed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_delivery_is_kept_with_its_outcome_in_one_round() {
+        let (w, probe, p) = probed().await;
+        let (reply, _) = timed(&p, unsigned(&callback(true)), "r").await;
+        assert_eq!(reply["statusCode"], 401);
+        // The entry is written once, already with its outcome; nothing else of the callback
+        assert_eq!(probe.calls(), ["inbox.append"]);
+        let entry = w
+            .aws
+            .inbox(INBOX)
+            .into_iter()
+            .find(|e| e.request_id == "r")
+            .unwrap();
+        assert!(matches!(
+            entry.outcome,
+            InboxOutcome::Rejected { status: 401, .. }
+        ));
+    }
+
+    /// Every combination of failing calls on a signed success: 5xx, the inbox entry (when it
+    /// could be written) says failed, and the gateway's retry (same webhook-id) records,
+    /// dispatches and answers 200. Nothing is lost.
+    #[tokio::test(start_paused = true)]
+    async fn every_failure_combination_is_a_500_and_the_retry_completes_it() {
+        let calls = ["record", "inbox.append", "invoke"];
+        for mask in 1..8u8 {
+            let (w, probe, p) = probed().await;
+            let failing: Vec<&'static str> = calls
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, c)| *c)
+                .collect();
+            for c in &failing {
+                probe.fail(c);
+            }
+            let delivery = w.signed(&callback(true), "msg_retried", KEY, 0);
+            // When the delivery meets the failures
+            let reply = p.handle(delivery.clone(), "first").await;
+            // Then it is a 500 with no AWS text, and the error path ran
+            assert_eq!(reply["statusCode"], 500, "{failing:?}");
+            assert!(!reply["body"].as_str().unwrap().contains("simulated"));
+            assert!(!w.aws.error_log(ERRORS).is_empty(), "{failing:?}");
+            // and, if its entry could be written, it says failed (corrected in a second round)
+            let first = w
+                .aws
+                .inbox(INBOX)
+                .into_iter()
+                .find(|e| e.request_id == "first");
+            match first {
+                Some(e) => {
+                    assert!(!failing.contains(&"inbox.append"), "{failing:?}");
+                    assert!(
+                        matches!(e.outcome, InboxOutcome::Failed { status: 500, .. }),
+                        "{failing:?}: {e:?}"
+                    );
+                }
+                None => assert!(failing.contains(&"inbox.append"), "{failing:?}"),
+            }
+            // When the gateway retries the same delivery with everything up
+            probe.failing.lock().unwrap().clear();
+            w.clock.advance(chrono::Duration::seconds(10));
+            let dispatched_before = w
+                .aws
+                .invocations()
+                .iter()
+                .filter(|i| String::from_utf8_lossy(&i.payload).contains("482500007436"))
+                .count();
+            let retry = p.handle(delivery, "retry").await;
+            // Then it is taken: the record holds the success, and the retry dispatched
+            assert_eq!(retry["statusCode"], 200, "{failing:?}");
+            let record = w.aws.callback_record(RECORDS, "482500007436").unwrap();
+            assert!(record.success, "{failing:?}");
+            let dispatched_after = w
+                .aws
+                .invocations()
+                .iter()
+                .filter(|i| String::from_utf8_lossy(&i.payload).contains("482500007436"))
+                .count();
+            assert_eq!(dispatched_after, dispatched_before + 1, "{failing:?}");
+            let retry_entry = w
+                .aws
+                .inbox(INBOX)
+                .into_iter()
+                .find(|e| e.request_id == "retry")
+                .unwrap();
+            assert!(
+                matches!(
+                    retry_entry.outcome,
+                    InboxOutcome::Dispatched | InboxOutcome::AlreadyProcessed
+                ),
+                "{failing:?}: {retry_entry:?}"
+            );
+        }
     }
 
     #[test]
