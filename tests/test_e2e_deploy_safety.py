@@ -59,17 +59,18 @@ def test_a_panic_is_one_failed_invocation_with_the_error_path_run(stack):
         assert marker not in json.dumps(item, default=str), "the raw event of a panic is not stored"
 
     # And the function still serves: the next request is handled normally by the same stack.
-    status, _, body = stack.post("/wallet/callback", {"orderId": "", "paymentId": "p", "success": True, "userId": "u"})
+    status, _, body = stack.post_signed("/wallet/callback", {"orderId": "", "paymentId": "p", "success": True, "userId": "u"})
     assert status == 400, body
+    # (a direct invoke carries no signature: refused 401 under CALLBACK_AUTH_POLICY enforce, answered, not crashed)
     status, headers, response = stack.invoke("wallet", {"orderId": new_order_id()})
-    assert status == 200 and "X-Amz-Function-Error" not in headers and response["statusCode"] == 400, response
+    assert status == 200 and "X-Amz-Function-Error" not in headers and response["statusCode"] == 401, response
 
 
 def test_the_marker_cannot_come_through_a_route(stack):
     """API Gateway puts the request body in `body`: the field at the top of a body is not the
     top of the event, so a public caller cannot make a function panic."""
     before = {e["id"] for e in stack.scan("callback-error-log")}
-    status, _, body = stack.post("/wallet/callback", {TEST_PANIC_FIELD: True})
+    status, _, body = stack.post_signed("/wallet/callback", {TEST_PANIC_FIELD: True})
     assert status == 400, body
     new = [e for e in stack.scan("callback-error-log") if e["id"] not in before]
     assert not any(str(e.get("error", "")).startswith("panic:") for e in new), new
@@ -104,7 +105,7 @@ def test_the_alarm_filters_count_the_answers_the_functions_log(stack):
     forged["checksum"] = "0" * 64
     status, _, body = stack.post("/notify", forged)
     assert status == 401, body
-    status, _, body = stack.post("/wallet/callback", {"orderId": new_order_id()})
+    status, _, body = stack.post_signed("/wallet/callback", {"orderId": new_order_id()})
     assert status == 400, body
 
     deadline, lines = time.time() + 10, []
