@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::domain::callback::{aliased, CallbackPayload};
 use crate::domain::delivery::Delivery;
@@ -275,7 +275,7 @@ impl<R: RecordTable> CallbackProcessor<R> {
         // payment applied.
         let dispatch = payload
             .success
-            .then(|| Value::Object(payload.body.clone()).to_string());
+            .then(|| dispatched_body(&payload.body).to_string());
         // The outcome the entry will most likely end with, written in the same round.
         entry.outcome = if payload.success {
             InboxOutcome::Dispatched
@@ -465,6 +465,34 @@ impl<R: RecordTable> CallbackProcessor<R> {
     }
 }
 
+/// The fields of a callback body that process-paid reads (SPEC 4.4), as the gateway sent them.
+/// Nothing else travels on: a card number, CVV or key a gateway put in the body (or its
+/// `message`) never reaches the invoke payload, which Lambda keeps for its retries and puts in the
+/// on-failure queue.
+const DISPATCHED_FIELDS: &[&str] = &[
+    "orderId",
+    "order_id",
+    "paymentId",
+    "payment_id",
+    "success",
+    "amount",
+    "userId",
+    "user_id",
+    "paymentType",
+    "payment_type",
+    "chargeId",
+    "charge_id",
+];
+
+fn dispatched_body(body: &Map<String, Value>) -> Value {
+    Value::Object(
+        body.iter()
+            .filter(|(name, _)| DISPATCHED_FIELDS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +593,33 @@ mod tests {
 
     fn reply_body(reply: &Value) -> Value {
         serde_json::from_str(reply["body"].as_str().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_dispatch_carries_only_what_process_paid_reads() {
+        // Given a success whose body also holds a card number, a CVV and a key
+        let w = World::new();
+        let p = w.processor::<WalletRecords>();
+        let body = json!({"orderId": "482500007436", "paymentId": "pay_1", "success": true,
+                          "amount": 2339.0, "userId": "u-1", "cardNumber": "4111111111111111",
+                          "cvv": "123", "message": "card 4111 1111 1111 1111 key skey_test_abc"})
+        .to_string();
+        // When it is handled
+        let reply = p.handle(w.http(&body), "req-1").await;
+        assert_eq!(reply["statusCode"], 200);
+        // Then process-paid gets the ids, success and amount, and nothing else
+        let calls = w.aws.invocations();
+        assert_eq!(calls.len(), 1);
+        let sent: Value = serde_json::from_slice(&calls[0].payload).unwrap();
+        assert_eq!(
+            sent,
+            json!({"orderId": "482500007436", "paymentId": "pay_1", "success": true,
+                   "amount": 2339.0, "userId": "u-1"})
+        );
+        let text = String::from_utf8(calls[0].payload.clone()).unwrap();
+        for secret in ["4111", "cvv", "123", "skey_"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
     }
 
     #[tokio::test]
