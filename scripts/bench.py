@@ -102,7 +102,7 @@ def _service_of(headers: dict, path: str, default: str) -> tuple[str, str]:
         return "lambda", "Invoke"
     if service == "kbank":
         return service, "GetCharge"
-    return service, headers.get("content-type", "") and path.split("?")[0]
+    return service, path.split("?")[0]
 
 
 # What a synchronous invoke of process-paid answers (the caller only reads the outcome).
@@ -531,7 +531,7 @@ class Bench:
         return [(a - h) * 1000 for h, a, _ in warm]
 
 
-def table(results: list[dict], args: argparse.Namespace) -> str:
+def table(results: list[dict]) -> str:
     cols = [("function", "function", "{}"), ("start-up ms", "startup_ms", "{:.1f}"),
             ("first ms", "first_response_ms", "{:.1f}"), ("warm p50 ms", "warm_median_ms", "{:.1f}"),
             ("warm p99 ms", "warm_p99_ms", "{:.1f}"), ("RSS MB", "peak_rss_mb", "{:.1f}"),
@@ -584,7 +584,7 @@ def main() -> None:
     }
     print(f"\nmake bench: {report['date']}, {report['machine']['cpus']} CPUs, {report['machine']['uname']}, "
           f"{args.delay_ms:g} ms added to every AWS/KBank call, n={args.n}, {bench.profile} binaries\n")
-    print(table(results, args))
+    print(table(results))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"\nJSON: {args.json}")
