@@ -404,7 +404,8 @@ def test_charge_not_yet_authorized_stays_pending_until_the_delayed_run_sees_it_a
     asked = len(inquiries(stack, card.charge_id))
     status, _, page = post_notify(stack, body)
     assert status == 200 and card.redirect("failure") in page, page  # notify's own run: still pending
-    assert len(inquiries(stack, card.charge_id)) == asked + 1
+    # (delayed notify is queued before notify's own process-paid: its first inquiry may be in too)
+    assert asked + 1 <= len(inquiries(stack, card.charge_id)) <= asked + 2
     # The flip waits for an event, not a time: the delayed run's first inquiry has been answered
     # (pending: the fake reads the charge before it logs the request), so that run is now in its
     # DELAYED_NOTIFY_SECONDS wait, and its next inquiry is at least that long away.

@@ -227,75 +227,180 @@ async fn the_card_record_is_found_through_the_index_and_marked() {
 #[tokio::test]
 #[ignore = "needs a local DynamoDB: PAYMENT3_DYNAMODB_ENDPOINT"]
 async fn the_ledger_moves_pending_to_failed_to_paid_and_never_out_of_paid() {
-    use callback_core::domain::ledger::{PaidClaim, PaidOrderStatus, PaymentType};
+    use callback_core::domain::ledger::{ClaimResult, PaidClaim, PaidOrderStatus, PaymentType};
     let client = client().await;
     let settings = settings(&client).await;
-    let store = DynamoStore::new(client);
+    let store = DynamoStore::new(client.clone());
     let table = &settings.tables.paid_order;
-    let claim = |payment: &str| PaidClaim {
+    let claim = |payment: &str, token: &str| PaidClaim {
         order_id: "o1".into(),
         payment_type: PaymentType::Card,
         payment_id: payment.into(),
         charge_id: Some(payment.into()),
         amount: Some("10.00".parse().unwrap()),
+        token: token.into(),
     };
-    let now = chrono::Utc::now();
-    store.note_pending(table, &claim("c1"), now).await.unwrap();
+    let won = |r: ClaimResult| r == ClaimResult::Won;
+    // 09:00:00.100: the lease is compared to the millisecond.
+    let now = chrono::DateTime::from_timestamp_millis(1_795_251_600_100).unwrap();
+    store
+        .note_pending(table, &claim("c1", "t0"), now)
+        .await
+        .unwrap();
     assert_eq!(
         store.paid_state(table, "o1").await.unwrap().unwrap().status,
         PaidOrderStatus::Pending
     );
-    assert!(store.mark_failed(table, &claim("c1"), now).await.unwrap());
+    assert!(store
+        .mark_failed(table, &claim("c1", "t0"), now)
+        .await
+        .unwrap());
     assert!(
-        !store.mark_failed(table, &claim("c1"), now).await.unwrap(),
+        !store
+            .mark_failed(table, &claim("c1", "t0"), now)
+            .await
+            .unwrap(),
         "FAILED -> FAILED is no move"
     );
+    // A wallet payment moves it out of FAILED and does not keep the card's chargeId.
+    let mut wallet = claim("w1", "t1");
+    wallet.charge_id = None;
+    wallet.payment_type = PaymentType::BankApp;
     assert!(
-        store
-            .claim_paid(table, &claim("c2"), now, now)
-            .await
-            .unwrap(),
+        won(store.claim_paid(table, &wallet, now, now).await.unwrap()),
         "FAILED -> PAID"
     );
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key("orderId", AttributeValue::S("o1".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = item.item().unwrap();
+    assert!(!item.contains_key("chargeId"), "{item:?}");
+    assert_eq!(
+        item["effectsClaimedAt"],
+        AttributeValue::N("1795251600.100".into())
+    );
+    // The SDK retrying the write that succeeded: the failed condition returns the entry
+    // (ALL_OLD), which carries this run's token.
+    match store.claim_paid(table, &wallet, now, now).await.unwrap() {
+        ClaimResult::Held(Some(state)) => {
+            assert_eq!(state.claim_token.as_deref(), Some("t1"));
+            assert!(!state.effects_done);
+            assert_eq!(state.effects_claimed_at, Some(now));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another run of the same payment, within the lease: held, by another token.
+    match store
+        .claim_paid(table, &claim("w1", "t2"), now, now)
+        .await
+        .unwrap()
+    {
+        ClaimResult::Held(Some(state)) => assert!(state.held_by_another_run("w1", "t2")),
+        other => panic!("{other:?}"),
+    }
     assert!(
         !store
-            .claim_paid(table, &claim("c2"), now, now)
+            .mark_failed(table, &claim("c3", "t3"), now)
             .await
             .unwrap(),
-        "claimed, within the lease"
-    );
-    assert!(
-        !store.mark_failed(table, &claim("c3"), now).await.unwrap(),
         "never out of PAID"
     );
-    let later = now + chrono::Duration::seconds(120);
+    // 60.6 s later the lease (60 s) is over, to the millisecond: stale_before = now + 0.6 s.
+    let later = now + chrono::Duration::milliseconds(60_600);
+    let stale_before = later - chrono::Duration::seconds(60);
     assert!(
-        !store
-            .claim_paid(table, &claim("c3"), later, later)
+        !won(store
+            .claim_paid(table, &claim("c3", "t3"), later, stale_before)
             .await
-            .unwrap(),
+            .unwrap()),
         "another payment never takes over"
     );
+    let mut takeover = wallet.clone();
+    takeover.token = "t4".into();
     assert!(
-        store
-            .claim_paid(table, &claim("c2"), later, later)
+        won(store
+            .claim_paid(table, &takeover, later, stale_before)
             .await
-            .unwrap(),
+            .unwrap()),
         "the same payment, after the lease"
     );
-    store.finish_paid(table, "o1", later).await.unwrap();
+    // The run taken over cannot finish; the one holding the claim can.
+    assert!(!store.finish_paid(table, "o1", "t1", later).await.unwrap());
+    assert!(store.finish_paid(table, "o1", "t4", later).await.unwrap());
     let state = store.paid_state(table, "o1").await.unwrap().unwrap();
     assert_eq!(state.status, PaidOrderStatus::Paid);
     assert!(state.effects_done);
-    assert!(!store
-        .claim_paid(
-            table,
-            &claim("c2"),
-            later + chrono::Duration::seconds(999),
-            later + chrono::Duration::seconds(999)
-        )
+    let much_later = later + chrono::Duration::seconds(999);
+    assert!(!won(store
+        .claim_paid(table, &takeover, much_later, much_later)
         .await
-        .unwrap());
+        .unwrap()));
+}
+
+#[tokio::test]
+#[ignore = "needs a local DynamoDB: PAYMENT3_DYNAMODB_ENDPOINT"]
+async fn the_order_update_never_goes_over_a_paid_order() {
+    use callback_core::domain::ledger::{OrderMark, OrderPaidUpdate};
+    use callback_core::ports::OrderStore;
+    let client = client().await;
+    let settings = settings(&client).await;
+    let store = DynamoStore::new(client.clone());
+    let table = &settings.tables.order;
+    let update = |payment: &str| OrderPaidUpdate {
+        order_id: "o2".into(),
+        payment_status: "PAID".into(),
+        paid_at: "2026-11-21T09:00:00".into(),
+        payment_type: "card".into(),
+        payment_id: payment.into(),
+    };
+    assert_eq!(
+        store.mark_order_paid(table, &update("c1")).await.unwrap(),
+        OrderMark::Missing
+    );
+    // An order the Python stack paid (no ledger entry).
+    client
+        .put_item()
+        .table_name(table)
+        .item("orderId", AttributeValue::S("o2".into()))
+        .item("paymentStatus", AttributeValue::S("PAID".into()))
+        .item("paymentId", AttributeValue::S("pay_py".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mark_order_paid(table, &update("c1")).await.unwrap(),
+        OrderMark::AlreadyPaid {
+            payment_id: Some("pay_py".into())
+        }
+    );
+    let item = store.order_item(table, "o2").await.unwrap().unwrap();
+    assert_eq!(
+        item["paymentId"],
+        callback_core::domain::item::Attr::S("pay_py".into())
+    );
+    // An unpaid order is marked once.
+    client
+        .put_item()
+        .table_name(table)
+        .item("orderId", AttributeValue::S("o2".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mark_order_paid(table, &update("c1")).await.unwrap(),
+        OrderMark::Marked
+    );
+    assert_eq!(
+        store.mark_order_paid(table, &update("c1")).await.unwrap(),
+        OrderMark::AlreadyPaid {
+            payment_id: Some("c1".into())
+        }
+    );
 }
 
 #[tokio::test]

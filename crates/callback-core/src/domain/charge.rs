@@ -53,6 +53,8 @@ pub struct Charge {
     pub currency: String,
     pub status: String,
     pub transaction_state: String,
+    /// The merchant's order reference KBank keeps with the charge, when it sends one.
+    pub reference_order: Option<String>,
 }
 
 /// Where a charge stands.
@@ -66,7 +68,15 @@ pub enum ChargeState {
     Pending,
 }
 
+/// The currency a charge must be in when the order names none.
+pub const DEFAULT_CURRENCY: &str = "THB";
+
 impl Charge {
+    /// Whether the charge is in `expected` (ISO code, any letter case).
+    pub fn in_currency(&self, expected: &str) -> bool {
+        self.currency.trim().eq_ignore_ascii_case(expected.trim())
+    }
+
     pub fn state(&self) -> ChargeState {
         if self.status == "success" && self.transaction_state == "Authorized" {
             ChargeState::Paid

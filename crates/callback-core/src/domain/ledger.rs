@@ -83,6 +83,22 @@ impl PaymentType {
     pub fn asks_kbank(self) -> bool {
         matches!(self, PaymentType::Card | PaymentType::Qr)
     }
+    /// Whether `other` is handled by the same process-paid function as `self`.
+    pub fn same_family(self, other: PaymentType) -> bool {
+        use PaymentType::*;
+        matches!(
+            (self, other),
+            (Card | Qr, Card | Qr) | (Wallet | BankApp, Wallet | BankApp) | (Amex, Amex)
+        )
+    }
+    /// The types of this one's family, for a message.
+    pub fn family_names(self) -> &'static str {
+        match self {
+            PaymentType::Card | PaymentType::Qr => "card or qr",
+            PaymentType::Wallet | PaymentType::BankApp => "wallet or bankapp",
+            PaymentType::Amex => "amex",
+        }
+    }
     pub fn default_for(kind: ProcessPaidKind) -> Self {
         match kind {
             ProcessPaidKind::Card => PaymentType::Card,
@@ -125,6 +141,10 @@ pub struct PaidOrderState {
     pub payment_id: Option<String>,
     /// The winner finished its side effects (absent on items written by others: treated as done).
     pub effects_done: bool,
+    /// The token of the run that holds the claim on the side effects.
+    pub claim_token: Option<String>,
+    /// When that claim was taken (millisecond precision; whole seconds on older items).
+    pub effects_claimed_at: Option<DateTime<Utc>>,
 }
 
 impl PaidOrderState {
@@ -139,8 +159,37 @@ impl PaidOrderState {
             status,
             payment_id: r.unicode_opt("paymentId")?.map(String::from),
             effects_done: !matches!(item.get("effectsDone"), Some(Attr::Bool(false))),
+            claim_token: r.unicode_opt("claimToken")?.map(String::from),
+            effects_claimed_at: match item.get("effectsClaimedAt") {
+                Some(Attr::N(n)) => parse_epoch(n),
+                _ => None,
+            },
         })
     }
+
+    /// A `PAID` entry of this payment whose side effects are claimed by a run other than
+    /// `token` and not finished.
+    pub fn held_by_another_run(&self, payment_id: &str, token: &str) -> bool {
+        self.status == PaidOrderStatus::Paid
+            && !self.effects_done
+            && self.payment_id.as_deref() == Some(payment_id)
+            && self.claim_token.as_deref() != Some(token)
+    }
+}
+
+/// Epoch seconds with milliseconds (`1795251600.123`): DynamoDB compares it as a number, to the
+/// millisecond, and whole-second values written before still compare correctly.
+pub fn epoch_text(at: DateTime<Utc>) -> String {
+    let ms = at.timestamp_millis();
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// Reads [`epoch_text`] (or whole seconds) back.
+pub fn parse_epoch(text: &str) -> Option<DateTime<Utc>> {
+    let d: Decimal = text.trim().parse().ok()?;
+    let ms = (d * Decimal::from(1000)).trunc();
+    let ms: i64 = ms.to_string().parse().ok()?;
+    DateTime::from_timestamp_millis(ms)
 }
 
 /// What a ledger write says about the payment.
@@ -151,6 +200,9 @@ pub struct PaidClaim {
     pub payment_id: String,
     pub charge_id: Option<String>,
     pub amount: Option<Decimal>,
+    /// Unique to the run: a run knows its own claim by it (after an SDK retry of a write that
+    /// had succeeded), and its side effects are fenced by it.
+    pub token: String,
 }
 
 impl PaidClaim {
@@ -170,13 +222,46 @@ impl PaidClaim {
         if status == PaidOrderStatus::Paid {
             item.insert("paidAt".into(), Attr::S(isoformat(now)));
             item.insert("effectsDone".into(), Attr::Bool(false));
-            item.insert(
-                "effectsClaimedAt".into(),
-                Attr::N(now.timestamp().to_string()),
-            );
+            item.insert("effectsClaimedAt".into(), Attr::N(epoch_text(now)));
+            item.insert("claimToken".into(), Attr::S(self.token.clone()));
         }
         item
     }
+
+    /// Attributes of an earlier write that this claim does not carry and must not inherit (a
+    /// wallet payment moving an entry out of `FAILED` must not keep the failed card's `chargeId`).
+    pub fn absent_attributes(&self) -> Vec<&'static str> {
+        let mut absent = Vec::new();
+        if self.charge_id.is_none() {
+            absent.push("chargeId");
+        }
+        if self.amount.is_none() {
+            absent.push("amount");
+        }
+        absent
+    }
+}
+
+/// What the claim write found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimResult {
+    /// This write moved the entry to `PAID` for this claim.
+    Won,
+    /// The condition failed; the entry as it stood (`None` if it could not be read back).
+    /// When its `claimToken` is this claim's, the write had succeeded before (an SDK retry).
+    Held(Option<PaidOrderState>),
+}
+
+/// What the order update found (one conditional write on the order table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderMark {
+    /// The order now says `PAID` by this payment.
+    Marked,
+    /// The order already said `PAID`: by this payment (`Some` equal to it: done before) or by
+    /// another one (the Python stack, which kept no ledger), or with no payment id.
+    AlreadyPaid { payment_id: Option<String> },
+    /// There is no such order.
+    Missing,
 }
 
 /// The order attributes the winner sets.
@@ -188,4 +273,23 @@ pub struct OrderPaidUpdate {
     pub paid_at: String,
     pub payment_type: String,
     pub payment_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn claim_times_keep_their_milliseconds() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(100);
+        assert_eq!(epoch_text(at), "1795251600.100");
+        assert_eq!(parse_epoch("1795251600.100"), Some(at));
+        assert_eq!(
+            parse_epoch("1795251600"),
+            Some(at - chrono::Duration::milliseconds(100))
+        );
+        assert_eq!(parse_epoch("x"), None);
+    }
 }

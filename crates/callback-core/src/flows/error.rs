@@ -38,6 +38,10 @@ pub enum CallbackError {
     /// The KBank API is unreachable (retry) or answered something unusable (no retry).
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// Another run holds the claim on this payment's side effects and has not finished them
+    /// (it may be working, or it may have died): 503, retry later, never `already_paid`.
+    #[error("{0}")]
+    InProgress(String),
     /// A payment that must not be applied (no such order, amount differs from the total):
     /// recorded and alerted, never retried. `kind` is the error log's `errorType`.
     #[error("{message}")]
@@ -64,6 +68,7 @@ impl CallbackError {
             | CallbackError::Dispatch(_)
             | CallbackError::Secret(_)
             | CallbackError::Internal(_) => 500,
+            CallbackError::InProgress(_) => 503,
             CallbackError::Gateway(_) => 502,
             CallbackError::Rejected { .. } => 422,
         }
@@ -80,6 +85,7 @@ impl CallbackError {
             CallbackError::Dispatch(_) => "DispatchError",
             CallbackError::Secret(_) => "SecretError",
             CallbackError::Internal(_) => "InternalError",
+            CallbackError::InProgress(_) => "ClaimInProgress",
             CallbackError::Gateway(e) => e.kind(),
             CallbackError::Rejected { kind, .. } => kind,
         }
@@ -91,6 +97,12 @@ impl CallbackError {
             CallbackError::Gateway(e) => e.retryable(),
             _ => self.status() >= 500,
         }
+    }
+
+    /// A money problem (a payment not applied, a second payment to refund, a charge with no
+    /// order): its alert is keyed per order, so one order's alert never hides another's.
+    pub fn is_money(&self) -> bool {
+        matches!(self, CallbackError::Rejected { .. })
     }
 
     /// What the response may say: the validation message, or `internal error` and the request id.

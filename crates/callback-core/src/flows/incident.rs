@@ -1,7 +1,9 @@
 //! The error path of every function (SPEC 6): an error-log item, a Sentry event (tagged and
 //! flushed before the handler returns), and an SES alert at most once per cooldown for the same
-//! function and error kind. Reporting never fails the function: each step that fails is logged
-//! and the next one still runs.
+//! function and error kind. Money alerts (a payment not applied, a second payment to refund, a
+//! charge with no order) are keyed per order (or charge), so one order's alert never hides
+//! another's. The cooldown is taken only once the e-mail was sent: a failed send holds nothing.
+//! Reporting never fails the function: each step that fails is logged and the next one still runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,22 +112,15 @@ impl IncidentReporter {
             tracing::warn!("ALERT_EMAIL_FROM or ALERT_EMAIL_TO is not set: no alert e-mail");
             return;
         };
-        let key = format!("{}#{}", incident.function, kind);
+        let key = alert_key(incident, kind);
         if !self.local_gate_open(&key, now, alerts.cooldown) {
             tracing::info!(key, "alert suppressed: cooldown (this container)");
             return;
         }
-        match self
-            .gate
-            .try_open(
-                &self.settings.tables.alert_cooldown,
-                &key,
-                now,
-                alerts.cooldown,
-            )
-            .await
-        {
-            Ok(true) => {}
+        let table = &self.settings.tables.alert_cooldown;
+        let mut taken = false;
+        match self.gate.try_open(table, &key, now, alerts.cooldown).await {
+            Ok(true) => taken = true,
             Ok(false) => {
                 tracing::info!(key, "alert suppressed: cooldown");
                 return;
@@ -155,7 +150,14 @@ impl IncidentReporter {
             ),
         };
         if let Err(e) = self.mailer.send(&mail).await {
-            tracing::error!(error = %e, "could not send the alert e-mail");
+            // The cooldown counts only alerts that went out: give the gates back.
+            tracing::error!(error = %e, key, "could not send the alert e-mail");
+            self.local_gate_release(&key, now);
+            if taken {
+                if let Err(e) = self.gate.release(table, &key, now).await {
+                    tracing::warn!(error = %e, key, "the alert cooldown could not be given back");
+                }
+            }
         }
     }
 
@@ -169,6 +171,26 @@ impl IncidentReporter {
                 true
             }
         }
+    }
+
+    fn local_gate_release(&self, key: &str, taken_at: DateTime<Utc>) {
+        let mut sent = self.local_gate.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.get(key) == Some(&taken_at) {
+            sent.remove(key);
+        }
+    }
+}
+
+/// The cooldown key: `function#kind`; for a money alert also the order (else the charge), so
+/// one order's alert never hides another's.
+fn alert_key(incident: &Incident<'_>, kind: &str) -> String {
+    let base = format!("{}#{}", incident.function, kind);
+    if !incident.error.is_money() {
+        return base;
+    }
+    match incident.order_id.or(incident.charge_id) {
+        Some(id) => format!("{base}#{id}"),
+        None => base,
     }
 }
 
@@ -379,5 +401,86 @@ mod tests {
                 .await;
         }
         assert_eq!(aws.mails().len(), 2);
+    }
+
+    fn second_payment(order: &str) -> CallbackError {
+        CallbackError::Rejected {
+            kind: "SecondPayment",
+            message: format!("order {order} is already paid by chrg_1; refund chrg_2"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_orders_money_alert_never_hides_anothers() {
+        // Given a SecondPayment alert for one order
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let event = json!({});
+        let (a, b) = (second_payment("A"), second_payment("B"));
+        for (order, err, at_s) in [("A", &a, 0), ("B", &b, 10), ("A", &a, 20)] {
+            r.report(
+                Incident {
+                    function: "processpaidorder",
+                    error: err,
+                    order_id: Some(order),
+                    charge_id: Some("chrg_2"),
+                    event: &event,
+                    request_id: "r",
+                },
+                at(at_s),
+            )
+            .await;
+        }
+        // Then order B's refund alert goes out within A's cooldown (before: held for 300 s), and
+        // A's repeat is held
+        let mails = aws.mails();
+        assert_eq!(mails.len(), 2, "{mails:?}");
+        assert!(mails[0].body.contains("Order: A\n"));
+        assert!(mails[1].body.contains("Order: B\n"));
+        // A second container over the same gate holds A too
+        reporter(&aws)
+            .report(
+                Incident {
+                    function: "processpaidorder",
+                    error: &a,
+                    order_id: Some("A"),
+                    charge_id: None,
+                    event: &event,
+                    request_id: "r",
+                },
+                at(30),
+            )
+            .await;
+        assert_eq!(aws.mails().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_does_not_take_the_cooldown() {
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let err = second_payment("A");
+        let event = json!({});
+        let incident = |_: ()| Incident {
+            function: "processpaidorder",
+            error: &err,
+            order_id: Some("A"),
+            charge_id: None,
+            event: &event,
+            request_id: "r",
+        };
+        // Given SES failing for the first alert
+        aws.fail_mail(true);
+        r.report(incident(()), at(0)).await;
+        assert_eq!(aws.mail_attempts(), 1);
+        assert!(aws.mails().is_empty());
+        // When the next occurrence comes within the cooldown, with SES back
+        aws.fail_mail(false);
+        r.report(incident(()), at(5)).await;
+        // Then it is sent (before: the gate was closed before the failed send: nothing for 300 s)
+        assert_eq!(aws.mails().len(), 1);
+        // and now the cooldown holds
+        r.report(incident(()), at(6)).await;
+        assert_eq!(aws.mails().len(), 1);
+        assert_eq!(aws.mail_attempts(), 2);
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::domain::card::{CardPayment, NotifyBody, NotifyNote, NotifyRecord};
+use crate::domain::charge::ChargeState;
 use crate::domain::checksum;
 use crate::domain::checksum::ChecksumError;
 use crate::domain::delivery::{Delivery, Readable};
@@ -21,11 +22,11 @@ use crate::domain::inbox::InboxOutcome;
 use crate::flows::error::CallbackError;
 use crate::flows::inbox::{outcome_of, Inbox};
 use crate::flows::incident::{Incident, IncidentReporter};
-use crate::flows::paid::Outcome;
+use crate::flows::paid::{inquire, Outcome};
 use crate::flows::reply::Reply;
 use crate::flows::settings::{CardSettings, ChecksumPolicy, Settings};
 use crate::ports::secret_cache::SecretCache;
-use crate::ports::{CardPorts, Ports};
+use crate::ports::{CardPorts, ChargeInquiry, Ports};
 
 /// The error log's `function_name` of each.
 pub const NOTIFY_FUNCTION: &str = "notify";
@@ -46,9 +47,17 @@ pub struct CardNotify {
     card: CardPorts,
     secret: Arc<SecretCache>,
     reporter: IncidentReporter,
+    /// KBank, for delayed notify's question about a charge no card payment record names.
+    kbank: Option<Arc<dyn ChargeInquiry>>,
 }
 
 impl CardNotify {
+    /// Lets delayed notify ask KBank about a charge no card payment record names.
+    pub fn with_inquiry(mut self, kbank: Arc<dyn ChargeInquiry>) -> Self {
+        self.kbank = Some(kbank);
+        self
+    }
+
     /// The time on the ports' clock: when a delivery is received.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.ports.clock.now()
@@ -79,6 +88,7 @@ impl CardNotify {
             card,
             secret,
             reporter,
+            kbank: None,
         }
     }
 
@@ -140,27 +150,43 @@ impl CardNotify {
         delivery: &Delivery,
         forward: &[u8],
     ) -> Result<Reply, (CallbackError, Option<String>)> {
-        let noted = self
-            .record(body, delivery, NotifyNote::Notify)
-            .await
-            .map_err(|e| (e, None))?;
+        let body = body.map_err(|e| (e, None))?;
+        let checksum = self.verify(&body).await.map_err(|e| (e, None))?;
+        let goes_on =
+            checksum.is_ok() || self.card_settings.checksum_policy == ChecksumPolicy::Mark;
+        let card_payment = if goes_on {
+            // Delayed notify is the second chance: it is queued before anything slow (SPEC 4.3),
+            // alongside keeping the notify record, so a notify that times out still leaves it.
+            let (dispatched, kept) = tokio::join!(
+                self.ports
+                    .invoker
+                    .invoke_event(&self.settings.functions.delayed_notify, forward),
+                self.keep(&body, delivery, NotifyNote::Notify, &checksum)
+            );
+            let card_payment = kept.map_err(|e| (e, None))?;
+            let order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
+            dispatched.map_err(|e| (CallbackError::from(e), order_id))?;
+            card_payment
+        } else {
+            self.keep(&body, delivery, NotifyNote::Notify, &checksum)
+                .await
+                .map_err(|e| (e, None))?
+        };
+        let noted = Noted {
+            body,
+            card_payment,
+            checksum,
+        };
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
         self.check_policy(&noted)
             .map_err(|e| (e, order_id.clone()))?;
 
-        let processed = match (&noted.card_payment, &order_id) {
-            (Some(_), Some(order)) => Some(self.process_paid(order, &noted.body).await),
-            _ => None,
-        };
-        // Delayed notify runs whether or not process-paid worked: it is the second chance.
-        self.ports
-            .invoker
-            .invoke_event(&self.settings.functions.delayed_notify, forward)
-            .await
-            .map_err(|e| (CallbackError::from(e), order_id.clone()))?;
-        let outcome = match processed {
-            Some(Err(e)) => return Err((e, order_id)),
-            Some(Ok(o)) => Some(o),
+        let outcome = match &order_id {
+            Some(order) => Some(
+                self.process_paid(order, &noted.body)
+                    .await
+                    .map_err(|e| (e, order_id.clone()))?,
+            ),
             None => None,
         };
         Ok(self.redirect(&noted, outcome))
@@ -200,24 +226,49 @@ impl CardNotify {
         body: Result<NotifyBody, CallbackError>,
         delivery: &Delivery,
     ) -> Result<Reply, (CallbackError, Option<String>)> {
-        let noted = self
-            .record(body, delivery, NotifyNote::DelayedNotify)
+        let body = body.map_err(|e| (e, None))?;
+        let checksum = self.verify(&body).await.map_err(|e| (e, None))?;
+        let card_payment = self
+            .keep(&body, delivery, NotifyNote::DelayedNotify, &checksum)
             .await
             .map_err(|e| (e, None))?;
+        let mut noted = Noted {
+            body,
+            card_payment,
+            checksum,
+        };
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
         self.check_policy(&noted)
             .map_err(|e| (e, order_id.clone()))?;
-        let Some(order) = order_id.clone() else {
-            tracing::warn!(charge_id = %noted.body.charge_id, "no card payment record for this charge: nothing to process");
-            return Ok(self.redirect(&noted, None));
+        let order = match order_id {
+            Some(order) => order,
+            None => {
+                // chargeId-index is eventually consistent, and the shop may write the record
+                // after KBank's notify: wait, look again, then ask KBank.
+                tracing::info!(charge_id = %noted.body.charge_id, "no card payment record yet; looking again after the wait");
+                tokio::time::sleep(self.card_settings.delayed_notify_wait).await;
+                noted.card_payment = self
+                    .look_again(&noted.body, &noted.checksum)
+                    .await
+                    .map_err(|e| (e, None))?;
+                match noted.card_payment.as_ref().and_then(|c| c.order_id.clone()) {
+                    Some(order) => order,
+                    None => return self.without_order(&noted).await.map_err(|e| (e, None)),
+                }
+            }
         };
-        let first = self
-            .process_paid(&order, &noted.body)
-            .await
-            .map_err(|e| (e, order_id.clone()))?;
-        if first.is_paid() {
-            return Ok(self.redirect(&noted, Some(first)));
-        }
+        let order_id = Some(order.clone());
+        let first = match self.process_paid(&order, &noted.body).await {
+            Ok(o) if o.is_paid() => return Ok(self.redirect(&noted, Some(o))),
+            Ok(o) => Some(o),
+            Err(e) if e.retryable() => {
+                // Not the end: the run after the wait is this event's second chance.
+                tracing::warn!(order_id = %order, error = %e, "delayed notify's first process-paid failed; running it again after the wait");
+                None
+            }
+            Err(e) => return Err((e, order_id)),
+        };
+        tracing::info!(order_id = %order, first = first.map(Outcome::as_str), "not paid yet; asking again after the wait");
         tokio::time::sleep(self.card_settings.delayed_notify_wait).await;
         let second = self
             .process_paid(&order, &noted.body)
@@ -226,20 +277,37 @@ impl CardNotify {
         Ok(self.redirect(&noted, Some(second)))
     }
 
-    /// Parse, verify, keep the notify record, mark the card payment record.
-    async fn record(
+    /// The checksum with the cached key; a mismatch forces one read of the secret first (a
+    /// rotated key must not refuse genuine notifies).
+    async fn verify(&self, body: &NotifyBody) -> Result<Result<(), ChecksumError>, CallbackError> {
+        let key = self.secret.get().await?;
+        let fields = body.checksum_fields();
+        let first = checksum::verify(&fields, body.checksum.as_deref(), key.expose());
+        if first != Err(ChecksumError::Mismatch) {
+            return Ok(first);
+        }
+        match self.secret.refresh_after_refusal(&key).await {
+            Ok(Some(new_key)) => Ok(checksum::verify(
+                &fields,
+                body.checksum.as_deref(),
+                new_key.expose(),
+            )),
+            Ok(None) => Ok(first),
+            Err(e) => {
+                tracing::warn!(error = %e, "forced secret read failed; the checksum is judged on the cached key");
+                Ok(first)
+            }
+        }
+    }
+
+    /// Keeps the notify record and marks the card payment record; returns that record.
+    async fn keep(
         &self,
-        body: Result<NotifyBody, CallbackError>,
+        body: &NotifyBody,
         delivery: &Delivery,
         note: NotifyNote,
-    ) -> Result<Noted, CallbackError> {
-        let body = body?;
-        let key = self.secret.get().await?;
-        let checksum = checksum::verify(
-            &body.checksum_fields(),
-            body.checksum.as_deref(),
-            key.expose(),
-        );
+        checksum: &Result<(), ChecksumError>,
+    ) -> Result<Option<CardPayment>, CallbackError> {
         let card_payment = self
             .card
             .cards
@@ -248,9 +316,8 @@ impl CardNotify {
                 body.charge_id.as_str(),
             )
             .await?;
-
         let mut record = NotifyRecord::new(
-            &body,
+            body,
             note,
             &delivery.event,
             checksum.clone().map_err(|e| e.to_string()),
@@ -262,26 +329,75 @@ impl CardNotify {
             .cards
             .save_notify(&self.settings.tables.credit_card_notify, &record)
             .await?;
-        match &card_payment {
-            Some(c) => {
-                self.card
-                    .cards
-                    .set_checksum_verified(
-                        &self.settings.tables.card_payment_record,
-                        &c.token,
-                        checksum.is_ok(),
-                    )
-                    .await?
-            }
+        self.mark(body, card_payment.as_ref(), checksum).await?;
+        Ok(card_payment)
+    }
+
+    /// `checksumVerified` on the card payment record; a bad checksum never turns `true` back to
+    /// `false` (the port's write is conditional), since anyone can POST a forged notify.
+    async fn mark(
+        &self,
+        body: &NotifyBody,
+        card_payment: Option<&CardPayment>,
+        checksum: &Result<(), ChecksumError>,
+    ) -> Result<(), CallbackError> {
+        match card_payment {
+            Some(c) => Ok(self
+                .card
+                .cards
+                .set_checksum_verified(
+                    &self.settings.tables.card_payment_record,
+                    &c.token,
+                    checksum.is_ok(),
+                )
+                .await?),
             None => {
-                tracing::warn!(charge_id = %body.charge_id, "no card payment record for this charge")
+                tracing::warn!(charge_id = %body.charge_id, "no card payment record for this charge");
+                Ok(())
             }
         }
-        Ok(Noted {
-            body,
-            card_payment,
-            checksum,
-        })
+    }
+
+    async fn look_again(
+        &self,
+        body: &NotifyBody,
+        checksum: &Result<(), ChecksumError>,
+    ) -> Result<Option<CardPayment>, CallbackError> {
+        let found = self
+            .card
+            .cards
+            .card_payment_by_charge(
+                &self.settings.tables.card_payment_record,
+                body.charge_id.as_str(),
+            )
+            .await?;
+        self.mark(body, found.as_ref(), checksum).await?;
+        Ok(found)
+    }
+
+    /// Still no card payment record after the wait: KBank says whether money was taken. An
+    /// Authorized charge with no order to pay is an incident; anything else needs nothing.
+    async fn without_order(&self, noted: &Noted) -> Result<Reply, CallbackError> {
+        let charge_id = &noted.body.charge_id;
+        let Some(kbank) = &self.kbank else {
+            tracing::warn!(charge_id = %charge_id, "no card payment record and no KBank client to ask");
+            return Ok(self.redirect(noted, None));
+        };
+        let charge = inquire(kbank.as_ref(), &self.secret, charge_id).await?;
+        if charge.state() == ChargeState::Paid {
+            return Err(CallbackError::Rejected {
+                kind: "ChargedWithoutOrder",
+                message: format!(
+                    "charge {charge_id} of {} {} is Authorized at KBank, but no card payment record names it after {} s: find the order and pay it, or refund the charge",
+                    charge.amount,
+                    charge.currency.chars().take(16).collect::<String>(),
+                    self.card_settings.delayed_notify_wait.as_secs()
+                ),
+            });
+        }
+        tracing::info!(charge_id = %charge_id, status = %charge.status, transaction_state = %charge.transaction_state,
+            "no card payment record, and KBank does not report the charge paid: nothing to do");
+        Ok(self.redirect(noted, None))
     }
 
     fn check_policy(&self, noted: &Noted) -> Result<(), CallbackError> {
@@ -436,7 +552,7 @@ mod tests {
     use crate::flows::settings::ProcessPaidSettings;
     use crate::ports::error::GatewayError;
     use crate::ports::memory::{InvocationType, MemoryAws, MemoryKBank};
-    use crate::ports::ChargeInquiry;
+    use crate::ports::{CardStore, ChargeInquiry};
     use async_trait::async_trait;
     use chrono::{TimeZone, Utc};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -475,6 +591,7 @@ mod tests {
                     "Authorized"
                 }
                 .into(),
+                reference_order: None,
             })
         }
     }
@@ -517,6 +634,16 @@ mod tests {
         }
 
         fn with_kbank(&self, policy: ChecksumPolicy, kbank: Arc<dyn ChargeInquiry>) -> CardNotify {
+            self.with_parts(policy, kbank, self.aws.clone())
+        }
+
+        /// Notify over `cards` in place of the in-memory card store (a lagging index).
+        fn with_parts(
+            &self,
+            policy: ChecksumPolicy,
+            kbank: Arc<dyn ChargeInquiry>,
+            cards: Arc<dyn CardStore>,
+        ) -> CardNotify {
             let settings = Arc::new(Settings::for_branch("dev"));
             let process_paid = Arc::new(ProcessPaid::new(
                 settings.clone(),
@@ -526,7 +653,7 @@ mod tests {
                 )),
                 self.aws.ports(self.clock.clone()),
                 self.aws.card_ports(),
-                kbank,
+                kbank.clone(),
             ));
             let mut ports = self.aws.ports(self.clock.clone());
             ports.invoker = Arc::new(LoopbackInvoker {
@@ -537,7 +664,9 @@ mod tests {
             let mut card = CardSettings::for_branch("dev");
             card.checksum_policy = policy;
             card.delayed_notify_wait = Duration::from_millis(1);
-            CardNotify::new(settings, Arc::new(card), ports, self.aws.card_ports())
+            let mut card_ports = self.aws.card_ports();
+            card_ports.cards = cards;
+            CardNotify::new(settings, Arc::new(card), ports, card_ports).with_inquiry(kbank)
         }
 
         fn notify(&self, policy: ChecksumPolicy) -> CardNotify {
@@ -921,5 +1050,244 @@ mod tests {
         assert!(!is_plain_http_url("javascript:alert(1)"));
         assert!(!is_plain_http_url("https://x\" onload=\"y"));
         assert!(is_plain_http_url("https://shop.villamarket.com"));
+    }
+
+    /// `chargeId-index` as real DynamoDB may serve it: the first `misses` queries do not see a
+    /// record that is there (a GSI is eventually consistent, the shop may write it late).
+    struct LaggingIndex {
+        aws: Arc<MemoryAws>,
+        misses: AtomicUsize,
+        queries: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CardStore for LaggingIndex {
+        async fn save_notify(
+            &self,
+            table: &str,
+            record: &NotifyRecord,
+        ) -> Result<(), crate::ports::error::StoreError> {
+            self.aws.save_notify(table, record).await
+        }
+        async fn card_payment_by_charge(
+            &self,
+            table: &str,
+            charge_id: &str,
+        ) -> Result<Option<CardPayment>, crate::ports::error::StoreError> {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            let missed = self
+                .misses
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| m.checked_sub(1))
+                .is_ok();
+            if missed {
+                return Ok(None);
+            }
+            self.aws.card_payment_by_charge(table, charge_id).await
+        }
+        async fn set_checksum_verified(
+            &self,
+            table: &str,
+            token: &str,
+            verified: bool,
+        ) -> Result<(), crate::ports::error::StoreError> {
+            self.aws.set_checksum_verified(table, token, verified).await
+        }
+    }
+
+    fn signed(key: &str) -> String {
+        let fields = crate::domain::checksum::ChecksumFields {
+            charge_id: CHARGE,
+            amount: Some("2339.00"),
+            currency: "THB",
+            status: "success",
+            transaction_state: "Authorized",
+        };
+        crate::domain::checksum::expected_hex(&fields, key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forged_notify_after_a_genuine_one_does_not_unverify_the_record() {
+        let w = World::new();
+        let n = w.notify(ChecksumPolicy::Enforce);
+        assert_eq!(
+            n.notify(http(&body(Some(GOOD)), "application/json"), "g")
+                .await["statusCode"],
+            200
+        );
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        // When someone POSTs a forged notify for the same charge (before: written false)
+        w.clock.advance(chrono::Duration::seconds(10));
+        let forged = n
+            .notify(http(&body(Some(&"0".repeat(64))), "application/json"), "f")
+            .await;
+        assert_eq!(forged["statusCode"], 401);
+        // Then the flag the migration relies on stays true; the forged notify record says false
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        let records = w.aws.notify_records(NOTIFY_TABLE, CHARGE);
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.checksum_verified)
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_read_again_before_a_notify_is_refused() {
+        // Given notify holding the old key in its cache
+        let w = World::new();
+        let kbank = Arc::new(MemoryKBank::with_key(KEY));
+        kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
+        let n = w.with_kbank(ChecksumPolicy::Enforce, kbank.clone());
+        n.notify(http(&body(None), "application/json"), "warm")
+            .await;
+        assert_eq!(w.aws.secret_reads(), 1);
+        // When the secret is rotated and KBank signs with the new key, well within
+        // SECRET_REFRESH_SECONDS (before: 401 until the refresh, nothing processed)
+        const NEW: &str = "skey_test_payment3_rotated";
+        w.aws
+            .set_secret("kbank-dev", &format!(r#"{{"secretKey": "{NEW}"}}"#));
+        kbank.set_key(NEW);
+        w.clock.advance(chrono::Duration::seconds(30));
+        let reply = n
+            .notify(http(&body(Some(&signed(NEW))), "application/json"), "n")
+            .await;
+        // Then one forced read picks up the new key and the order is paid
+        assert_eq!(reply["statusCode"], 200, "{reply}");
+        // (notify's first read, its forced read; process-paid's first read, in its own container)
+        assert_eq!(w.aws.secret_reads(), 3);
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        assert_eq!(w.aws.order_updates(), 1);
+        // And a notify signed with the old key is now refused
+        w.clock.advance(chrono::Duration::seconds(30));
+        let old = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "o")
+            .await;
+        assert_eq!(old["statusCode"], 401);
+    }
+
+    /// Lambda in memory whose synchronous process-paid never answers (a slow day).
+    struct HangingProcessPaid(Arc<MemoryAws>);
+
+    #[async_trait]
+    impl crate::ports::Invoker for HangingProcessPaid {
+        async fn invoke_event(
+            &self,
+            function: &str,
+            payload: &[u8],
+        ) -> Result<(), crate::ports::error::InvokeError> {
+            self.0.invoke_event(function, payload).await
+        }
+        async fn invoke_sync(
+            &self,
+            function: &str,
+            payload: &[u8],
+        ) -> Result<Vec<u8>, crate::ports::error::InvokeError> {
+            self.0.invoke_sync(function, payload).await?;
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn delayed_notify_is_queued_before_process_paid_so_a_notify_killed_by_its_timeout_leaves_it(
+    ) {
+        // Given a process-paid that does not answer before notify's Lambda timeout
+        let w = World::new();
+        let mut ports = w.aws.ports(w.clock.clone());
+        ports.invoker = Arc::new(HangingProcessPaid(w.aws.clone()));
+        let n = CardNotify::new(
+            Arc::new(Settings::for_branch("dev")),
+            Arc::new(CardSettings::for_branch("dev")),
+            ports,
+            w.aws.card_ports(),
+        );
+        // When notify is cut off by the timeout (before: delayed notify was queued after the
+        // synchronous process-paid, so never)
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            n.notify(http(&body(Some(GOOD)), "application/json"), "n"),
+        )
+        .await;
+        assert!(cut.is_err(), "notify was cut off");
+        // Then the second chance exists: delayed notify was queued, before process-paid was asked
+        let calls = w.aws.invocations();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0].function, DELAYED);
+        assert_eq!(calls[0].kind, InvocationType::Event);
+        assert_eq!(calls[1].function, PROCESS_PAID);
+    }
+
+    #[tokio::test]
+    async fn delayed_notify_looks_again_for_a_card_record_the_index_did_not_show() {
+        // Given a card payment record the index misses for notify's and delayed notify's first
+        // queries
+        let w = World::new();
+        let kbank = Arc::new(MemoryKBank::with_key(KEY));
+        kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
+        let index = Arc::new(LaggingIndex {
+            aws: w.aws.clone(),
+            misses: AtomicUsize::new(2),
+            queries: AtomicUsize::new(0),
+        });
+        let n = w.with_parts(ChecksumPolicy::Enforce, kbank, index.clone());
+        let event = http(&body(Some(GOOD)), "application/json");
+        let reply = n.notify(event.clone(), "n").await;
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(w.process_paid_calls(), 0);
+        // When delayed notify runs (before: it returned at once; no log, no alert, order unpaid)
+        let reply = n.delayed_notify(event, "d").await.unwrap();
+        // Then it waited, looked again, found the record and paid the order
+        assert!(
+            reply["body"].as_str().unwrap().contains("status=success"),
+            "{reply}"
+        );
+        assert_eq!(index.queries.load(Ordering::SeqCst), 3);
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        assert!(w.aws.error_log(ERRORS).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_authorized_charge_that_no_card_record_names_is_an_incident() {
+        // Given an Authorized charge at KBank and no card payment record naming it, ever
+        let w = World::new();
+        let kbank = Arc::new(MemoryKBank::with_key(KEY));
+        kbank.set_charge("chrg_orphan", "2339.00", "success", "Authorized");
+        kbank.set_charge("chrg_unpaid", "2339.00", "pending", "Pending");
+        let n = w.with_kbank(ChecksumPolicy::Mark, kbank.clone());
+        // When delayed notify has waited, looked again, and asked KBank
+        let orphan = body(Some(GOOD)).replace(CHARGE, "chrg_orphan");
+        let reply = n
+            .delayed_notify(http(&orphan, "application/json"), "d")
+            .await
+            .unwrap();
+        // Then it is recorded and alerted as money taken with no order (not retried)
+        assert_eq!(reply["statusCode"], 422, "{reply}");
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].error_type, "ChargedWithoutOrder");
+        assert_eq!(errors[0].charge_id.as_deref(), Some("chrg_orphan"));
+        assert!(
+            errors[0].error.contains("2339.00 THB"),
+            "{}",
+            errors[0].error
+        );
+        assert_eq!(w.aws.mails().len(), 1);
+        assert_eq!(kbank.calls(), 1);
+        // A charge KBank does not report paid needs nothing
+        let unpaid = body(Some(GOOD)).replace(CHARGE, "chrg_unpaid");
+        let reply = n
+            .delayed_notify(http(&unpaid, "application/json"), "d2")
+            .await
+            .unwrap();
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(w.aws.error_log(ERRORS).len(), 1);
+        // KBank unreachable: the invocation fails so Lambda retries it
+        kbank.fail_with(Some(GatewayError::Throttled { status: 429 }));
+        assert!(n
+            .delayed_notify(http(&orphan, "application/json"), "d3")
+            .await
+            .is_err());
     }
 }

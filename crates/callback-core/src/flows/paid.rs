@@ -1,19 +1,26 @@
 //! Process-paid (SPEC 4.4): applies a payment to an order exactly once.
 //!
-//! Road: event -> [`ProcessPaidRequest`] -> is it paid? (card and QR ask KBank; wallet, bank
-//! app and Amex carry `success`) -> the order check (exists, total matches within 0.01) -> one
-//! conditional write on the paid-order ledger -> the winner alone updates the order and sends
-//! the paid notice -> [`Outcome`].
+//! Road: event -> [`ProcessPaidRequest`] -> is it paid? (card and QR ask KBank: state, currency,
+//! `reference_order`; wallet, bank app and Amex carry `success`) -> the order check (exists, not
+//! paid by another payment, total matches within 0.01) -> one conditional write on the
+//! paid-order ledger -> the winner alone updates the order and sends the paid notice ->
+//! [`Outcome`].
 //!
 //! Ledger rules (`payment3-paid-order-<branch>`, hash `orderId`, `status`):
 //! - `PENDING` or no entry -> `PAID` | `FAILED`; never out of `PAID`.
 //! - `FAILED` -> `PAID` is allowed: a customer whose first payment failed may pay again, and that
 //!   money must reach the order. `FAILED` is a record, not a verdict.
-//! - The `PAID` write also claims the side effects (`effectsDone: false`, `effectsClaimedAt`);
-//!   the winner sets `effectsDone: true` once the order is updated. If the winner dies in between,
-//!   a retry of the same payment may re-claim after [`EFFECTS_LEASE`]; until then everyone else
-//!   answers `already_paid`. The order update is idempotent, so the crash case costs at most a
-//!   second paid notice, never a lost update.
+//! - The `PAID` write also claims the side effects under a token unique to the run
+//!   (`claimToken`, `effectsDone: false`, `effectsClaimedAt` to the millisecond). A run that
+//!   finds its own token after a failed condition (the SDK retried a write that had succeeded)
+//!   goes on with the effects. A claim of another run, not finished, is never `already_paid`:
+//!   the run waits a moment for it, then fails for a retry ([`CallbackError::InProgress`]); after
+//!   [`EFFECTS_LEASE`] a retry of the same payment takes the claim over.
+//! - The effects are fenced: the order update is one conditional write that never goes over a
+//!   `PAID` order, and only the run whose token still holds the claim finishes it and sends the
+//!   paid notice, so a run taken over cannot send a second one.
+//! - The order table counts as well as the ledger (orders paid by the Python stack have no
+//!   ledger entry): an order `PAID` by another payment is never written over.
 //! - A different payment confirmed for an order already paid (the customer paid twice) changes
 //!   nothing, answers `already_paid`, and goes down the error path as `SecondPayment` so
 //!   someone refunds it.
@@ -27,21 +34,29 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::domain::callback::{aliased, describe, OrderId};
-use crate::domain::charge::{ChargeId, ChargeState};
+use crate::domain::charge::{Charge, ChargeId, ChargeState, DEFAULT_CURRENCY};
 use crate::domain::clock::isoformat;
 use crate::domain::error::ValidationError;
 use crate::domain::item::{Attr, DecodeError, Item, ItemReader};
-use crate::domain::ledger::{OrderPaidUpdate, PaidClaim, PaidOrderStatus, PaymentType};
+use crate::domain::ledger::{
+    ClaimResult, OrderMark, OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus,
+    PaymentType,
+};
 use crate::domain::money::{decimal_from_raw, decimal_from_value, differs, parse_decimal};
 use crate::flows::error::CallbackError;
 use crate::flows::incident::{Incident, IncidentReporter};
 use crate::flows::settings::{ProcessPaidKind, ProcessPaidSettings, Settings};
+use crate::ports::error::GatewayError;
 use crate::ports::secret_cache::SecretCache;
 use crate::ports::ChargeInquiry;
 use crate::ports::{CardPorts, Mail, Ports};
 
 /// How long a winner's claim on the side effects holds before a retry may take them over.
 pub const EFFECTS_LEASE: Duration = Duration::from_secs(60);
+
+/// How long a run waits for another run's unfinished claim before failing for a retry (the
+/// winner's effects take well under a second when AWS is well).
+pub const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// A process-paid event, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,17 +95,24 @@ impl ProcessPaidRequest {
         let order_id = text_of(&body, &["orderId", "order_id"], "orderId")?
             .ok_or_else(|| ValidationError::new("orderId", "orderId is required"))?;
         let order_id = OrderId::parse("orderId", &order_id)?;
-        let payment_type = match text_of(&body, &["paymentType", "payment_type"], "paymentType")? {
+        // The function decides the family (card/QR, wallet/bank app, Amex); within it the type
+        // comes from our own dispatcher (the bank-app callback says `bankapp`), never from a
+        // gateway's body, which the dispatcher overwrites.
+        let named = text_of(&body, &["paymentType", "payment_type"], "paymentType")?;
+        let payment_type = match named.as_deref().map(PaymentType::parse) {
             None => PaymentType::default_for(kind),
-            Some(t) => PaymentType::parse(&t).ok_or_else(|| {
-                ValidationError::new(
+            Some(Some(t)) if PaymentType::default_for(kind).same_family(t) => t,
+            Some(_) => {
+                let t = named.unwrap_or_default();
+                return Err(ValidationError::new(
                     "paymentType",
                     format!(
-                        "paymentType must be card, qr, wallet, bankapp or amex, got {:?}",
+                        "paymentType must be {} for this function, got {:?}",
+                        PaymentType::default_for(kind).family_names(),
                         t.chars().take(40).collect::<String>()
                     ),
-                )
-            })?,
+                ));
+            }
         };
         let success = match body.get("success") {
             None | Some(Value::Null) => None,
@@ -176,6 +198,12 @@ pub struct Order {
     pub order_id: String,
     /// `data.grandTotal`; `None` when absent or not a number.
     pub grand_total: Option<Decimal>,
+    /// `data.currency` (or `currency`), when the order names one.
+    pub currency: Option<String>,
+    /// `paymentStatus` as the shop (or the Python stack) left it.
+    pub payment_status: Option<String>,
+    /// `paymentId` of the payment that paid it.
+    pub payment_id: Option<String>,
 }
 
 impl Order {
@@ -196,9 +224,27 @@ impl Order {
                 .and_then(|d| d.get("grandTotal").and_then(|r| decimal_from_raw(r))),
             _ => None,
         };
+        let text_attr = |a: Option<&Attr>| match a {
+            Some(Attr::S(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Some(Attr::N(n)) => Some(n.clone()),
+            _ => None,
+        };
+        let data_currency = match item.get("data") {
+            Some(Attr::M(data)) => text_attr(data.get("currency")),
+            Some(Attr::S(text)) => serde_json::from_str::<Value>(text).ok().and_then(|d| {
+                d.get("currency")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.trim().is_empty())
+                    .map(|c| c.trim().to_string())
+            }),
+            _ => None,
+        };
         Ok(Order {
             order_id,
             grand_total,
+            currency: data_currency.or_else(|| text_attr(item.get("currency"))),
+            payment_status: text_attr(item.get("paymentStatus")),
+            payment_id: text_attr(item.get("paymentId")),
         })
     }
 }
@@ -214,7 +260,8 @@ pub enum Outcome {
     Pending,
     /// The payment failed (the gateway or the callback says so).
     Failed,
-    /// Not applied: bad event, no such order, amount mismatch, gateway refused; alerted.
+    /// Not applied: bad event, no such order, amount or currency mismatch, gateway refused;
+    /// alerted.
     Rejected,
 }
 
@@ -260,6 +307,75 @@ pub fn response(outcome: Outcome, order_id: Option<&str>, error: Option<&str>) -
         r["error"] = json!(e);
     }
     r
+}
+
+/// Asks KBank about a charge; a refused key (401/403) forces one read of the secret (it may have
+/// been rotated) and one more inquiry with the new key.
+pub async fn inquire(
+    kbank: &dyn ChargeInquiry,
+    secret: &SecretCache,
+    charge_id: &ChargeId,
+) -> Result<Charge, CallbackError> {
+    let key = secret.get().await?;
+    let charge = match kbank.charge(charge_id, &key).await {
+        Err(e) if e.key_refused() => match secret.refresh_after_refusal(&key).await? {
+            Some(new_key) => kbank.charge(charge_id, &new_key).await?,
+            None => return Err(e.into()),
+        },
+        other => other?,
+    };
+    if charge.id != charge_id.as_str() {
+        return Err(GatewayError::Unexpected(format!(
+            "asked for charge {charge_id}, got {}",
+            charge.id.chars().take(64).collect::<String>()
+        ))
+        .into());
+    }
+    Ok(charge)
+}
+
+/// A second payment for an order paid by `first`: recorded and alerted for a refund.
+fn second_payment(claim: &PaidClaim, first: Option<&str>, amount: Decimal) -> CallbackError {
+    CallbackError::Rejected {
+        kind: "SecondPayment",
+        message: format!(
+            "order {} is already paid by {}; payment {} of {amount} was also confirmed: refund it",
+            claim.order_id,
+            first.unwrap_or("an unrecorded payment"),
+            claim.payment_id
+        ),
+    }
+}
+
+/// The charge must be in the order's currency (THB when it names none) and, when KBank keeps
+/// the merchant's order reference, name this order.
+fn check_charge_fits(charge: &Charge, order: &Order) -> Result<(), CallbackError> {
+    let expected = order.currency.as_deref().unwrap_or(DEFAULT_CURRENCY);
+    if !charge.in_currency(expected) {
+        return Err(CallbackError::Rejected {
+            kind: "CurrencyMismatch",
+            message: format!(
+                "order {}: charge {} is in {} but the order is in {expected}; the payment was not applied",
+                order.order_id,
+                charge.id,
+                charge.currency.chars().take(16).collect::<String>()
+            ),
+        });
+    }
+    if let Some(reference) = &charge.reference_order {
+        if reference != &order.order_id {
+            return Err(CallbackError::Rejected {
+                kind: "ReferenceMismatch",
+                message: format!(
+                    "charge {} names order {} but was applied to order {}; the payment was not applied",
+                    charge.id,
+                    reference.chars().take(64).collect::<String>(),
+                    order.order_id
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The process-paid function.
@@ -399,10 +515,12 @@ impl ProcessPaid {
             payment_id: request.payment_id.clone(),
             charge_id: request.charge_id.as_ref().map(|c| c.as_str().to_string()),
             amount: request.amount,
+            token: uuid::Uuid::new_v4().to_string(),
         };
 
         // Already paid and finished: no need to ask the gateway again.
-        if let Some(state) = self.card.ledger.paid_state(table, order_id).await? {
+        let ledger = self.card.ledger.paid_state(table, order_id).await?;
+        if let Some(state) = &ledger {
             // The same payment again: nothing to ask. Another payment is checked on (it may be
             // a second real payment, which needs a refund).
             let same = state
@@ -415,24 +533,17 @@ impl ProcessPaid {
         }
 
         // Is it paid, and how much?
+        let mut charge = None;
         if request.payment_type.asks_kbank() {
             let charge_id = request.charge_id.as_ref().ok_or_else(|| {
                 CallbackError::Internal("card payment without a charge id".into())
             })?;
-            let key = self.secret.get().await?;
-            let charge = self.kbank.charge(charge_id, &key).await?;
-            if charge.id != charge_id.as_str() {
-                return Err(crate::ports::error::GatewayError::Unexpected(format!(
-                    "asked for charge {charge_id}, got {}",
-                    charge.id.chars().take(64).collect::<String>()
-                ))
-                .into());
-            }
-            match charge.state() {
-                ChargeState::Paid => claim.amount = Some(charge.amount),
+            let found = self.inquire(charge_id).await?;
+            match found.state() {
+                ChargeState::Paid => claim.amount = Some(found.amount),
                 ChargeState::Pending => {
-                    tracing::info!(order_id, charge_id = %charge_id, status = %charge.status,
-                        transaction_state = %charge.transaction_state, "charge not paid yet");
+                    tracing::info!(order_id, charge_id = %charge_id, status = %found.status,
+                        transaction_state = %found.transaction_state, "charge not paid yet");
                     self.card
                         .ledger
                         .note_pending(table, &claim, self.ports.clock.now())
@@ -441,6 +552,7 @@ impl ProcessPaid {
                 }
                 ChargeState::Failed => return self.failed(&claim).await,
             }
+            charge = Some(found);
         } else {
             match request.success {
                 Some(true) => {}
@@ -470,14 +582,41 @@ impl ProcessPaid {
             .orders
             .order_item(&self.settings.tables.order, order_id)
             .await?
-            .ok_or_else(|| CallbackError::Rejected {
-                kind: "OrderNotFound",
-                message: format!("order {order_id} does not exist; the payment was not applied"),
+            .ok_or_else(|| match &charge {
+                // KBank took the money and there is nothing to pay with it.
+                Some(_) => CallbackError::Rejected {
+                    kind: "ChargedWithoutOrder",
+                    message: format!(
+                        "charge {} of {paid_amount} is Authorized but order {order_id} does not exist: refund it or find the order",
+                        claim.payment_id
+                    ),
+                },
+                None => CallbackError::Rejected {
+                    kind: "OrderNotFound",
+                    message: format!(
+                        "order {order_id} does not exist; the payment was not applied"
+                    ),
+                },
             })?;
         let order = Order::from_item(&item).map_err(|e| CallbackError::Rejected {
             kind: "OrderUnreadable",
             message: format!("order {order_id} cannot be read: {e}"),
         })?;
+        if let Some(charge) = &charge {
+            check_charge_fits(charge, &order)?;
+        }
+        // Paid before by another payment: the Python stack kept no ledger, so the order says so.
+        if order.payment_status.as_deref() == Some(PaidOrderStatus::Paid.as_str()) {
+            match order.payment_id.as_deref() {
+                Some(p) if p == claim.payment_id => {
+                    if ledger.is_none() {
+                        // This very payment, applied by the Python stack.
+                        return Ok(Outcome::AlreadyPaid);
+                    }
+                }
+                first => return Err(second_payment(&claim, first, paid_amount)),
+            }
+        }
         let total = order.grand_total.ok_or_else(|| CallbackError::Rejected {
             kind: "OrderTotalMissing",
             message: format!(
@@ -497,27 +636,79 @@ impl ProcessPaid {
         let now = self.ports.clock.now();
         let stale_before = now
             - chrono::Duration::from_std(EFFECTS_LEASE).unwrap_or(chrono::Duration::seconds(60));
-        if !self
+        match self
             .card
             .ledger
             .claim_paid(table, &claim, now, stale_before)
             .await?
         {
-            let state = self.card.ledger.paid_state(table, order_id).await?;
-            if let Some(first) = state
-                .and_then(|s| s.payment_id)
-                .filter(|p| *p != claim.payment_id)
+            ClaimResult::Won => {}
+            ClaimResult::Held(Some(state))
+                if state.claim_token.as_deref() == Some(claim.token.as_str()) =>
             {
-                return Err(CallbackError::Rejected {
-                    kind: "SecondPayment",
-                    message: format!(
-                        "order {order_id} is already paid by {first}; payment {} of {paid_amount} was also confirmed: refund it",
-                        claim.payment_id
-                    ),
-                });
+                tracing::info!(
+                    order_id,
+                    "the ledger holds this run's own claim (the write was retried after it succeeded)"
+                );
             }
-            return Ok(Outcome::AlreadyPaid);
+            ClaimResult::Held(state) => return self.held(state, &claim, paid_amount).await,
         }
+        self.effects(&claim, paid_amount, now).await
+    }
+
+    async fn inquire(&self, charge_id: &ChargeId) -> Result<Charge, CallbackError> {
+        inquire(self.kbank.as_ref(), &self.secret, charge_id).await
+    }
+
+    /// The claim write lost: the entry as it stood says why.
+    async fn held(
+        &self,
+        state: Option<PaidOrderState>,
+        claim: &PaidClaim,
+        paid_amount: Decimal,
+    ) -> Result<Outcome, CallbackError> {
+        let table = &self.settings.tables.paid_order;
+        let mut state = state;
+        let waited_until = tokio::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            match &state {
+                Some(s) if s.status == PaidOrderStatus::Paid => {
+                    if s.payment_id.as_deref() != Some(claim.payment_id.as_str()) {
+                        return Err(second_payment(claim, s.payment_id.as_deref(), paid_amount));
+                    }
+                    if s.effects_done {
+                        return Ok(Outcome::AlreadyPaid);
+                    }
+                }
+                // Not PAID, yet the write lost: it changed in between; a retry sorts it out.
+                _ => {
+                    return Err(CallbackError::InProgress(format!(
+                        "order {}: the ledger entry changed while claiming it",
+                        claim.order_id
+                    )))
+                }
+            }
+            // Another run of this payment holds the claim, unfinished: wait for it a moment.
+            if tokio::time::Instant::now() >= waited_until {
+                return Err(CallbackError::InProgress(format!(
+                    "order {}: payment {} is being applied by another run that has not finished; retry",
+                    claim.order_id, claim.payment_id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state = self.card.ledger.paid_state(table, &claim.order_id).await?;
+        }
+    }
+
+    /// The winner's side effects: the order, then the claim finished (fenced by the token), then
+    /// the paid notice.
+    async fn effects(
+        &self,
+        claim: &PaidClaim,
+        paid_amount: Decimal,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Outcome, CallbackError> {
+        let order_id = claim.order_id.as_str();
         let update = OrderPaidUpdate {
             order_id: order_id.to_string(),
             payment_status: PaidOrderStatus::Paid.as_str().to_string(),
@@ -525,17 +716,51 @@ impl ProcessPaid {
             payment_type: claim.payment_type.as_str().to_string(),
             payment_id: claim.payment_id.clone(),
         };
-        // A failure here leaves the claim unfinished: the retry re-claims after the lease.
-        self.card
+        // A failure here leaves the claim unfinished: the retry takes it over after the lease.
+        let mark = self
+            .card
             .orders
             .mark_order_paid(&self.settings.tables.order, &update)
             .await?;
-        self.send_paid_notice(&claim, paid_amount, &update.paid_at)
-            .await;
-        self.card
+        let second = match mark {
+            OrderMark::Marked => None,
+            // Done by this payment before (a run that died before finishing): finish it.
+            OrderMark::AlreadyPaid { payment_id: Some(p) } if p == claim.payment_id => None,
+            OrderMark::AlreadyPaid { payment_id } => {
+                Some(second_payment(claim, payment_id.as_deref(), paid_amount))
+            }
+            OrderMark::Missing => {
+                return Err(CallbackError::Rejected {
+                    kind: "OrderNotFound",
+                    message: format!(
+                        "order {order_id} disappeared before it could be marked paid; payment {} was not applied",
+                        claim.payment_id
+                    ),
+                })
+            }
+        };
+        let finished = self
+            .card
             .ledger
-            .finish_paid(table, order_id, self.ports.clock.now())
+            .finish_paid(
+                &self.settings.tables.paid_order,
+                order_id,
+                &claim.token,
+                self.ports.clock.now(),
+            )
             .await?;
+        if let Some(second) = second {
+            return Err(second);
+        }
+        if !finished {
+            // Taken over after the lease: the run that holds the claim sends the notice.
+            return Err(CallbackError::InProgress(format!(
+                "order {order_id}: the claim of payment {} was taken over by another run",
+                claim.payment_id
+            )));
+        }
+        self.send_paid_notice(claim, paid_amount, &update.paid_at)
+            .await;
         Ok(Outcome::Paid)
     }
 
@@ -592,11 +817,14 @@ mod tests {
     use super::*;
     use crate::domain::clock::Clock;
     use crate::domain::clock::ManualClock;
+    use crate::domain::ledger::ClaimResult;
     use crate::domain::ledger::PaidOrderState;
     use crate::ports::error::GatewayError;
+    use crate::ports::error::StoreError;
     use crate::ports::memory::{MemoryAws, MemoryKBank};
-    use crate::ports::PaidOrderLedger;
+    use crate::ports::{OrderStore, PaidOrderLedger};
     use chrono::{TimeZone, Utc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const ORDERS: &str = "order-table-dev";
     const LEDGER: &str = "payment3-paid-order-dev";
@@ -657,7 +885,7 @@ mod tests {
             self.aws
                 .mails()
                 .iter()
-                .filter(|m| m.subject.contains("paid"))
+                .filter(|m| m.subject.ends_with(" paid"))
                 .count()
         }
     }
@@ -757,8 +985,20 @@ mod tests {
         assert!(w.ledger().is_none());
         assert_eq!(w.aws.order_updates(), 0);
 
+        // An Authorized charge for an order that does not exist: money taken, nothing to pay.
         let other = json!({"orderId": "no-such-order", "chargeId": "chrg_1"});
         assert_eq!(outcome(&p, other).await, "rejected");
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.error_type == "ChargedWithoutOrder"));
+        let wallet =
+            json!({"orderId": "no-such-order", "paymentId": "p", "success": true, "amount": 1});
+        assert_eq!(
+            outcome(&w.process(ProcessPaidKind::Wallet), wallet).await,
+            "rejected"
+        );
         assert!(w
             .aws
             .error_log(ERRORS)
@@ -825,7 +1065,7 @@ mod tests {
             ),
             (
                 json!({"orderId": ORDER, "paymentType": "wallet", "paymentId": "p"}),
-                "success is required",
+                "paymentType must be card or qr for this function",
             ),
             (json!("{not json"), "event is not valid JSON"),
             (json!([1]), "event must be a JSON object"),
@@ -901,28 +1141,43 @@ mod tests {
         assert_eq!(w.notices(), 1);
     }
 
-    #[tokio::test]
-    async fn a_winner_that_died_before_the_order_update_is_taken_over_after_the_lease() {
-        let w = World::new();
-        let p = w.process(ProcessPaidKind::Card);
-        // The ledger write wins, then DynamoDB fails before the order update.
-        let claim = PaidClaim {
+    fn claim_of(payment: &str, token: &str) -> PaidClaim {
+        PaidClaim {
             order_id: ORDER.into(),
             payment_type: PaymentType::Card,
-            payment_id: "chrg_1".into(),
-            charge_id: Some("chrg_1".into()),
+            payment_id: payment.into(),
+            charge_id: Some(payment.into()),
             amount: Some(Decimal::new(233900, 2)),
-        };
+            token: token.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_winner_that_died_before_the_order_update_is_taken_over_after_the_lease() {
+        // Given a run that won the claim at 09:00:00.100 and died before the order update
+        let w = World::new();
+        w.clock.advance(chrono::Duration::milliseconds(100));
+        let p = w.process(ProcessPaidKind::Card);
         let now = w.clock.now();
-        assert!(w.aws.claim_paid(LEDGER, &claim, now, now).await.unwrap());
-        // Within the lease another run does not touch the order.
-        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        let won = w
+            .aws
+            .claim_paid(LEDGER, &claim_of("chrg_1", "dead-run"), now, now)
+            .await
+            .unwrap();
+        assert_eq!(won, ClaimResult::Won);
+        // When another run of that payment comes within the lease, it is not already_paid: it
+        // fails for a retry (Lambda retries it), and the order is untouched
+        let err = p.handle(card_event("chrg_1"), "r1").await.unwrap_err();
+        assert!(err.retryable(), "{err}");
+        assert_eq!(err.kind(), "ClaimInProgress");
         assert_eq!(w.aws.order_updates(), 0);
-        // After it, the retry of that payment finishes the job.
-        w.clock.advance(chrono::Duration::seconds(61));
+        // And Lambda's retry 60.6 s after the claim (60.5 s into a 60 s lease; whole seconds
+        // would make it 60 - 60 = still inside) takes the claim over and pays the order
+        w.clock.advance(chrono::Duration::milliseconds(60_600));
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
         assert_eq!(w.aws.order_updates(), 1);
         assert!(w.ledger().unwrap().effects_done);
+        assert_eq!(w.notices(), 1);
         // A different payment never takes over someone else's claim.
         assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
     }
@@ -965,5 +1220,276 @@ mod tests {
             .set_charge("chrg_3", "2339.00", "success", "Pre-Authorized");
         assert_eq!(outcome(&p, card_event("chrg_3")).await, "pending");
         assert_eq!(w.aws.error_log(ERRORS).len(), 1);
+    }
+
+    /// DynamoDB as the SDK sees it when a response is lost: the first UpdateItem of a claim is
+    /// applied, its answer never arrives, and the SDK's retry of the same write is what the
+    /// caller gets (a failed condition, since the first one went through).
+    struct RetriedAfterSuccess {
+        inner: Arc<MemoryAws>,
+        claims: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl PaidOrderLedger for RetriedAfterSuccess {
+        async fn paid_state(
+            &self,
+            table: &str,
+            order_id: &str,
+        ) -> Result<Option<PaidOrderState>, StoreError> {
+            self.inner.paid_state(table, order_id).await
+        }
+        async fn claim_paid(
+            &self,
+            table: &str,
+            claim: &PaidClaim,
+            now: chrono::DateTime<Utc>,
+            stale_before: chrono::DateTime<Utc>,
+        ) -> Result<ClaimResult, StoreError> {
+            self.claims.fetch_add(1, Ordering::SeqCst);
+            let applied = self
+                .inner
+                .claim_paid(table, claim, now, stale_before)
+                .await?;
+            assert_eq!(applied, ClaimResult::Won, "the lost write went through");
+            self.inner.claim_paid(table, claim, now, stale_before).await
+        }
+        async fn finish_paid(
+            &self,
+            table: &str,
+            order_id: &str,
+            token: &str,
+            now: chrono::DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner.finish_paid(table, order_id, token, now).await
+        }
+        async fn mark_failed(
+            &self,
+            table: &str,
+            claim: &PaidClaim,
+            now: chrono::DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner.mark_failed(table, claim, now).await
+        }
+        async fn note_pending(
+            &self,
+            table: &str,
+            claim: &PaidClaim,
+            now: chrono::DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.inner.note_pending(table, claim, now).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_claim_write_was_retried_by_the_sdk_finishes_its_own_claim() {
+        // Given a ledger write whose success answer is lost and retried by the SDK
+        let w = World::new();
+        let ledger = Arc::new(RetriedAfterSuccess {
+            inner: w.aws.clone(),
+            claims: AtomicUsize::new(0),
+        });
+        let mut card = w.aws.card_ports();
+        card.ledger = ledger.clone();
+        let p = ProcessPaid::new(
+            Arc::new(Settings::for_branch("dev")),
+            Arc::new(ProcessPaidSettings::for_kind(ProcessPaidKind::Card, "dev")),
+            w.aws.ports(w.clock.clone()),
+            card,
+            w.kbank.clone(),
+        );
+        // When process-paid runs (before: the retry's failed condition read as already_paid,
+        // the order stayed unpaid, nothing logged)
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        // Then the run knew its own claim and did the effects, once
+        assert_eq!(ledger.claims.load(Ordering::SeqCst), 1);
+        assert_eq!(w.order()["paymentStatus"], Attr::S("PAID".into()));
+        assert_eq!(w.aws.order_updates(), 1);
+        assert!(w.ledger().unwrap().effects_done);
+        assert_eq!(w.notices(), 1);
+        assert!(w.aws.error_log(ERRORS).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_order_paid_by_the_python_stack_is_never_paid_again() {
+        // Given an order the Python stack marked PAID by wallet payment pay_py (no ledger entry)
+        let w = World::new();
+        let mut order = w.order();
+        order.insert("paymentStatus".into(), Attr::S("PAID".into()));
+        order.insert("paymentId".into(), Attr::S("pay_py".into()));
+        order.insert("paymentType".into(), Attr::S("wallet".into()));
+        order.insert("paidAt".into(), Attr::S("2026-11-20T10:00:00".into()));
+        w.aws.put_item(ORDERS, ORDER, order.clone());
+        // When a different payment, confirmed by KBank, arrives
+        let p = w.process(ProcessPaidKind::Card);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        // Then the order is as the Python stack left it, and a refund is asked for
+        assert_eq!(w.order(), order);
+        assert_eq!(w.aws.order_updates(), 0);
+        assert_eq!(w.notices(), 0);
+        let errors = w.aws.error_log(ERRORS);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].error_type, "SecondPayment");
+        assert!(
+            errors[0].error.contains("already paid by pay_py"),
+            "{}",
+            errors[0].error
+        );
+        // And the same payment the Python stack applied is already_paid, with no alert
+        let wallet = w.process(ProcessPaidKind::Wallet);
+        let again =
+            json!({"orderId": ORDER, "paymentId": "pay_py", "success": true, "amount": 2339});
+        assert_eq!(outcome(&wallet, again).await, "already_paid");
+        assert_eq!(w.aws.error_log(ERRORS).len(), 1);
+        assert_eq!(w.order(), order);
+    }
+
+    #[tokio::test]
+    async fn an_order_paid_between_the_read_and_the_write_is_not_overwritten() {
+        // Given an order read unpaid, then paid by the Python stack before our order update
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        let mut order = w.order();
+        order.insert("paymentStatus".into(), Attr::S("PAID".into()));
+        order.insert("paymentId".into(), Attr::S("pay_py".into()));
+        let update = OrderPaidUpdate {
+            order_id: ORDER.into(),
+            payment_status: "PAID".into(),
+            paid_at: "t".into(),
+            payment_type: "card".into(),
+            payment_id: "chrg_1".into(),
+        };
+        w.aws.put_item(ORDERS, ORDER, order.clone());
+        // The order update is one conditional write: it reports who paid, and writes nothing.
+        assert_eq!(
+            w.aws.mark_order_paid(ORDERS, &update).await.unwrap(),
+            OrderMark::AlreadyPaid {
+                payment_id: Some("pay_py".into())
+            }
+        );
+        assert_eq!(w.order(), order);
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "already_paid");
+        assert_eq!(w.order(), order);
+    }
+
+    #[tokio::test]
+    async fn a_charge_in_another_currency_or_for_another_order_is_not_applied() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        // Given a JPY 2339 charge, Authorized, for a THB 2339 order
+        let mut jpy = w.kbank.charge_of("chrg_1").unwrap();
+        jpy.currency = "JPY".into();
+        w.kbank.put_charge(jpy);
+        // Then it is rejected and alerted (before: outcome paid)
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "rejected");
+        assert_eq!(w.aws.error_log(ERRORS)[0].error_type, "CurrencyMismatch");
+        assert_eq!(w.aws.order_updates(), 0);
+        assert!(w.ledger().is_none());
+        // A charge whose reference_order names another order is rejected too
+        let mut other = w.kbank.charge_of("chrg_1").unwrap();
+        other.currency = "thb".into();
+        other.reference_order = Some("482500009999".into());
+        w.kbank.put_charge(other.clone());
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "rejected");
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.error_type == "ReferenceMismatch"));
+        // An order in USD takes a USD charge naming it
+        other.currency = "USD".into();
+        other.reference_order = Some(ORDER.into());
+        w.kbank.put_charge(other);
+        w.order_with_data(Attr::M(
+            [
+                ("grandTotal".to_string(), Attr::N("2339.00".into())),
+                ("currency".to_string(), Attr::S("USD".into())),
+            ]
+            .into(),
+        ));
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_read_again_on_a_401_and_a_rate_limit_is_retried() {
+        let w = World::new();
+        let p = w.process(ProcessPaidKind::Card);
+        // Given a key cached by an earlier run, then rotated at KBank and in Secrets Manager
+        assert_eq!(outcome(&p, card_event("chrg_1")).await, "paid");
+        w.kbank.set_key("skey_test_rotated");
+        w.aws
+            .set_secret("kbank-dev", r#"{"secretKey": "skey_test_rotated"}"#);
+        w.kbank
+            .set_charge("chrg_2", "2339.00", "success", "Authorized");
+        let other = "482500007440";
+        w.aws.put_item(
+            ORDERS,
+            other,
+            [
+                ("orderId".to_string(), Attr::S(other.into())),
+                (
+                    "data".to_string(),
+                    Attr::M([("grandTotal".to_string(), Attr::N("2339".into()))].into()),
+                ),
+            ]
+            .into(),
+        );
+        let event = json!({"orderId": other, "chargeId": "chrg_2"});
+        // When the next inquiry is refused with 401 (before: rejected until the refresh interval)
+        w.clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(outcome(&p, event.clone()).await, "paid");
+        assert_eq!(w.aws.secret_reads(), 2);
+        // And a 429 (or 408, 425, an unparseable 2xx) fails for a retry instead of rejected
+        for failure in [
+            GatewayError::Throttled { status: 429 },
+            GatewayError::Throttled { status: 408 },
+            GatewayError::Unexpected("not a JSON object: <html>".into()),
+        ] {
+            w.kbank.fail_with(Some(failure));
+            let err = p.handle(card_event("chrg_3"), "r").await.unwrap_err();
+            assert!(err.retryable(), "{err}");
+        }
+        // A key KBank still refuses after the forced read is a refusal, alerted
+        w.kbank.fail_with(None);
+        w.kbank.set_key("skey_test_other");
+        w.clock.advance(chrono::Duration::seconds(10));
+        w.kbank
+            .set_charge("chrg_3", "2339.00", "success", "Authorized");
+        assert_eq!(outcome(&p, card_event("chrg_3")).await, "rejected");
+        assert!(w
+            .aws
+            .error_log(ERRORS)
+            .iter()
+            .any(|e| e.error_type == "GatewayRefused"));
+    }
+
+    #[tokio::test]
+    async fn bank_app_payments_stay_bankapp_and_a_failed_card_leaves_no_charge_id() {
+        let w = World::new();
+        // Given a card charge that failed for the order
+        w.kbank.set_charge("chrg_1", "2339.00", "fail", "Declined");
+        assert_eq!(
+            outcome(&w.process(ProcessPaidKind::Card), card_event("chrg_1")).await,
+            "failed"
+        );
+        assert_eq!(
+            w.aws.item(LEDGER, ORDER).unwrap()["chargeId"],
+            Attr::S("chrg_1".into())
+        );
+        // When the customer pays with the bank app (dispatched with paymentType bankapp)
+        let wallet = w.process(ProcessPaidKind::Wallet);
+        let bank = json!({"orderId": ORDER, "paymentType": "bankapp", "paymentId": "bank_1", "success": true, "amount": 2339});
+        assert_eq!(outcome(&wallet, bank).await, "paid");
+        // Then the order and the ledger say bankapp, and the failed card's chargeId is gone
+        assert_eq!(w.order()["paymentType"], Attr::S("bankapp".into()));
+        let entry = w.aws.item(LEDGER, ORDER).unwrap();
+        assert_eq!(entry["paymentType"], Attr::S("bankapp".into()));
+        assert!(!entry.contains_key("chargeId"), "{entry:?}");
+        // And a body cannot make the wallet function pay as a card, nor the card one as wallet
+        let forged = json!({"orderId": ORDER, "paymentType": "card", "chargeId": "chrg_9", "paymentId": "x", "success": true, "amount": 2339});
+        assert_eq!(outcome(&wallet, forged).await, "rejected");
+        let wallet_bad = json!({"orderId": ORDER, "paymentId": "p"});
+        let r = wallet.handle(wallet_bad, "r").await.unwrap();
+        assert!(r["error"].as_str().unwrap().contains("success is required"));
     }
 }

@@ -32,6 +32,8 @@ pub trait RecordTable: Send + Sync + 'static {
     const FUNCTION: &'static str;
     /// The gateway's name in the signing keys secret and the auth policy (`wallet`).
     const GATEWAY: &'static str;
+    /// The `paymentType` process-paid is told (and the order gets): the function's, never the body's.
+    const PAYMENT_TYPE: &'static str;
     /// The table its records go to.
     fn table(settings: &Settings) -> &str;
     /// The process-paid function a successful callback is handed to.
@@ -47,6 +49,7 @@ pub struct AmexRecords;
 
 impl RecordTable for WalletRecords {
     const LABEL: &'static str = "Wallet";
+    const PAYMENT_TYPE: &'static str = "wallet";
     const FUNCTION: &'static str = "walletcallback";
     const GATEWAY: &'static str = "wallet";
     fn table(settings: &Settings) -> &str {
@@ -59,6 +62,7 @@ impl RecordTable for WalletRecords {
 
 impl RecordTable for BankAppRecords {
     const LABEL: &'static str = "BankApp";
+    const PAYMENT_TYPE: &'static str = "bankapp";
     const FUNCTION: &'static str = "bankappcallback";
     const GATEWAY: &'static str = "bankapp";
     fn table(settings: &Settings) -> &str {
@@ -71,6 +75,7 @@ impl RecordTable for BankAppRecords {
 
 impl RecordTable for AmexRecords {
     const LABEL: &'static str = "Amex";
+    const PAYMENT_TYPE: &'static str = "amex";
     const FUNCTION: &'static str = "amexcallback";
     const GATEWAY: &'static str = "amex";
     fn table(settings: &Settings) -> &str {
@@ -275,7 +280,7 @@ impl<R: RecordTable> CallbackProcessor<R> {
         // payment applied.
         let dispatch = payload
             .success
-            .then(|| dispatched_body(&payload.body).to_string());
+            .then(|| dispatched_body(&payload.body, R::PAYMENT_TYPE).to_string());
         // The outcome the entry will most likely end with, written in the same round.
         entry.outcome = if payload.success {
             InboxOutcome::Dispatched
@@ -465,10 +470,10 @@ impl<R: RecordTable> CallbackProcessor<R> {
     }
 }
 
-/// The fields of a callback body that process-paid reads (SPEC 4.4), as the gateway sent them.
-/// Nothing else travels on: a card number, CVV or key a gateway put in the body (or its
-/// `message`) never reaches the invoke payload, which Lambda keeps for its retries and puts in the
-/// on-failure queue.
+/// The fields of a callback body that process-paid reads (SPEC 4.4), as the gateway sent them,
+/// except `paymentType`, which the function sets (see [`dispatched_body`]). Nothing else travels
+/// on: a card number, CVV or key a gateway put in the body (or its `message`) never reaches the
+/// invoke payload, which Lambda keeps for its retries and puts in the on-failure queue.
 const DISPATCHED_FIELDS: &[&str] = &[
     "orderId",
     "order_id",
@@ -478,19 +483,20 @@ const DISPATCHED_FIELDS: &[&str] = &[
     "amount",
     "userId",
     "user_id",
-    "paymentType",
-    "payment_type",
     "chargeId",
     "charge_id",
 ];
 
-fn dispatched_body(body: &Map<String, Value>) -> Value {
-    Value::Object(
-        body.iter()
-            .filter(|(name, _)| DISPATCHED_FIELDS.contains(&name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect(),
-    )
+/// The dispatched body: [`DISPATCHED_FIELDS`] as sent, its payment type set by the function (a
+/// bank-app payment stays `bankapp`; a gateway cannot choose another family).
+fn dispatched_body(body: &Map<String, Value>, payment_type: &str) -> Value {
+    let mut dispatched: Map<String, Value> = body
+        .iter()
+        .filter(|(name, _)| DISPATCHED_FIELDS.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    dispatched.insert("paymentType".into(), Value::from(payment_type));
+    Value::Object(dispatched)
 }
 
 #[cfg(test)]
@@ -614,7 +620,7 @@ mod tests {
         assert_eq!(
             sent,
             json!({"orderId": "482500007436", "paymentId": "pay_1", "success": true,
-                   "amount": 2339.0, "userId": "u-1"})
+                   "amount": 2339.0, "userId": "u-1", "paymentType": "wallet"})
         );
         let text = String::from_utf8(calls[0].payload.clone()).unwrap();
         for secret in ["4111", "cvv", "123", "skey_"] {

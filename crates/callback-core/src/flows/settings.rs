@@ -134,6 +134,10 @@ pub struct CardSettings {
     pub delayed_notify_wait: Duration,
     /// `SHOP_CALLBACK_URL` (default `https://shop.villamarket.com`).
     pub shop_url: String,
+    /// `KBANK_API_BASE`, `KBANK_TIMEOUT_SECONDS`: delayed notify asks KBank about a charge that
+    /// no card payment record names (as process-paid's).
+    pub kbank_api_base: String,
+    pub kbank_timeout: Duration,
 }
 
 impl CardSettings {
@@ -152,6 +156,8 @@ impl CardSettings {
             },
             delayed_notify_wait: Duration::from_secs(60),
             shop_url: DEFAULT_SHOP_URL.to_string(),
+            kbank_api_base: KBANK_SANDBOX_API.to_string(),
+            kbank_timeout: Duration::from_secs(10),
         }
     }
 }

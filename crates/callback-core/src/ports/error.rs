@@ -51,25 +51,43 @@ pub enum GatewayError {
     /// KBank answered 5xx: retry.
     #[error("KBank API answered {status}")]
     ServerError { status: u16 },
+    /// KBank answered 408, 425 or 429 (a timeout, too early, a rate limit): retry.
+    #[error("KBank API answered {status}: busy, retry later")]
+    Throttled { status: u16 },
     /// KBank answered 4xx: the request is wrong (unknown charge, bad key); no retry.
     #[error("KBank API answered {status}: {body}")]
     Refused { status: u16, body: String },
-    /// KBank answered 2xx with a body that is not the expected charge.
+    /// KBank answered 2xx with a body that is not the expected charge (a proxy's page, a cut
+    /// answer): retry.
     #[error("KBank API answered an unexpected body: {0}")]
     Unexpected(String),
 }
 
 impl GatewayError {
+    /// KBank did not accept the key (it may have been rotated).
+    pub fn key_refused(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Refused {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            GatewayError::Unreachable(_) | GatewayError::ServerError { .. }
+            GatewayError::Unreachable(_)
+                | GatewayError::ServerError { .. }
+                | GatewayError::Throttled { .. }
+                | GatewayError::Unexpected(_)
         )
     }
     pub fn kind(&self) -> &'static str {
         match self {
             GatewayError::Unreachable(_) => "GatewayUnreachable",
             GatewayError::ServerError { .. } => "GatewayServerError",
+            GatewayError::Throttled { .. } => "GatewayThrottled",
             GatewayError::Refused { .. } => "GatewayRefused",
             GatewayError::Unexpected(_) => "GatewayUnexpectedResponse",
         }

@@ -2,8 +2,11 @@
 //! with `x-api-key: <secretKey>`. Behind the [`ChargeInquiry`] trait so process-paid can be
 //! tested without a network; [`KBankClient`] is the real one, on reqwest.
 //!
-//! A timeout, a connection error or a 5xx is retryable (the function fails, Lambda retries);
-//! a 4xx or a body that is not the expected JSON is a clear error that a retry cannot fix.
+//! A timeout, a connection error, a 5xx, 408, 425, 429 or a 2xx body that is not the expected
+//! charge is retryable (the function fails, Lambda retries: a rate limit during a sale must not
+//! leave paid orders unpaid); any other 4xx is a refusal (401/403: process-paid forces one read
+//! of the secret first). Redirects are not followed (the `x-api-key` header would go with them)
+//! and a body is read up to [`MAX_BODY_BYTES`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,7 +44,22 @@ pub fn parse_charge(body: &[u8]) -> Result<Charge, GatewayError> {
             decimal_from_raw(raw)
                 .ok_or_else(|| GatewayError::Unexpected("amount is not a decimal number".into()))
         })?;
+    let reference_order = match fields.get("reference_order") {
+        None => None,
+        Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(serde_json::Value::Null) => None,
+            Ok(serde_json::Value::String(s)) if s.trim().is_empty() => None,
+            Ok(serde_json::Value::String(s)) => Some(s.trim().to_string()),
+            Ok(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => {
+                return Err(GatewayError::Unexpected(
+                    "reference_order is not a string".into(),
+                ))
+            }
+        },
+    };
     Ok(Charge {
+        reference_order,
         id: text_field("id")?,
         amount,
         currency: text_field("currency")?,
@@ -49,6 +67,9 @@ pub fn parse_charge(body: &[u8]) -> Result<Charge, GatewayError> {
         transaction_state: text_field("transaction_state")?,
     })
 }
+
+/// The largest inquiry answer read; a charge is a few KiB.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// At most 200 characters of a body, redacted: enough to say what was wrong.
 fn snippet(text: &str) -> String {
@@ -69,6 +90,7 @@ impl KBankClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GatewayError::Unreachable(format!("HTTP client: {e}")))?;
         Ok(KBankClient {
@@ -92,12 +114,10 @@ impl ChargeInquiry for KBankClient {
             // reqwest's error text names the URL, never the headers.
             .map_err(|e| GatewayError::Unreachable(redact_text(&e.to_string())))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| GatewayError::Unreachable(redact_text(&e.to_string())))?;
+        let body = read_capped(response).await?;
         match status {
             200..=299 => parse_charge(&body),
+            408 | 425 | 429 => Err(GatewayError::Throttled { status }),
             500..=599 => Err(GatewayError::ServerError { status }),
             _ => Err(GatewayError::Refused {
                 status,
@@ -105,6 +125,24 @@ impl ChargeInquiry for KBankClient {
             }),
         }
     }
+}
+
+/// The body, up to [`MAX_BODY_BYTES`]; more is an unexpected answer, not a memory problem.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, GatewayError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| GatewayError::Unreachable(redact_text(&e.to_string())))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(GatewayError::Unexpected(format!(
+                "the body is over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -147,7 +185,8 @@ mod tests {
             (&[0xff, 0xfe][..], "not UTF-8"),
         ] {
             let err = parse_charge(body).unwrap_err();
-            assert!(!err.retryable());
+            // A proxy's page or a cut answer: asking again may get the real one.
+            assert!(err.retryable());
             assert!(err.to_string().contains(needle), "{err}");
         }
     }

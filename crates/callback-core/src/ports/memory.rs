@@ -295,6 +295,23 @@ impl AlertGate for MemoryAws {
             true
         }))
     }
+
+    async fn release(
+        &self,
+        table: &str,
+        key: &str,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check_store("UpdateItem", table)?;
+        self.with_table(table, |t| {
+            if t.get(key).and_then(|i| i.get("sentAt"))
+                == Some(&Attr::N(taken_at.timestamp().to_string()))
+            {
+                t.remove(key);
+            }
+        });
+        Ok(())
+    }
 }
 
 impl MemoryAws {
@@ -364,7 +381,10 @@ impl SecretSource for MemoryAws {
 
 use crate::domain::card::{CardPayment, NotifyRecord};
 use crate::domain::charge::{Charge, ChargeId};
-use crate::domain::ledger::{OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus};
+use crate::domain::ledger::{
+    parse_epoch, ClaimResult, OrderMark, OrderPaidUpdate, PaidClaim, PaidOrderState,
+    PaidOrderStatus,
+};
 use crate::domain::secret::SecretKey;
 use crate::ports::error::GatewayError;
 use crate::ports::ChargeInquiry;
@@ -429,6 +449,10 @@ impl CardStore for MemoryAws {
     ) -> Result<(), StoreError> {
         self.check_store("UpdateItem", table)?;
         self.with_table(table, |t| match t.get_mut(token) {
+            // As the DynamoDB adapter: a `false` never goes over a `true`.
+            Some(item) if !verified && item.get("checksumVerified") == Some(&Attr::Bool(true)) => {
+                Ok(())
+            }
             Some(item) => {
                 item.insert("checksumVerified".into(), Attr::Bool(verified));
                 Ok(())
@@ -453,9 +477,17 @@ impl OrderStore for MemoryAws {
         &self,
         table: &str,
         update: &OrderPaidUpdate,
-    ) -> Result<(), StoreError> {
+    ) -> Result<OrderMark, StoreError> {
         self.check_store("UpdateItem", table)?;
-        self.with_table(table, |t| match t.get_mut(&update.order_id) {
+        let mark = self.with_table(table, |t| match t.get_mut(&update.order_id) {
+            Some(item) if item.get("paymentStatus") == Some(&Attr::S("PAID".into())) => {
+                OrderMark::AlreadyPaid {
+                    payment_id: match item.get("paymentId") {
+                        Some(Attr::S(p)) => Some(p.clone()),
+                        _ => None,
+                    },
+                }
+            }
             Some(item) => {
                 item.insert(
                     "paymentStatus".into(),
@@ -464,23 +496,24 @@ impl OrderStore for MemoryAws {
                 item.insert("paidAt".into(), Attr::S(update.paid_at.clone()));
                 item.insert("paymentType".into(), Attr::S(update.payment_type.clone()));
                 item.insert("paymentId".into(), Attr::S(update.payment_id.clone()));
-                Ok(())
+                OrderMark::Marked
             }
-            None => Err(StoreError::new(
-                "UpdateItem",
-                table,
-                "ConditionalCheckFailed: no such order",
-            )),
-        })?;
-        self.order_updates.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+            None => OrderMark::Missing,
+        });
+        if mark == OrderMark::Marked {
+            self.order_updates.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(mark)
     }
 }
 
-fn merge(t: &mut BTreeMap<String, Item>, key: &str, attributes: Item, now: &str) {
-    let item = t.entry(key.to_string()).or_default();
+fn merge(t: &mut BTreeMap<String, Item>, claim: &PaidClaim, attributes: Item, now: &str) {
+    let item = t.entry(claim.order_id.clone()).or_default();
     item.entry("created_at".into())
         .or_insert_with(|| Attr::S(now.to_string()));
+    for name in claim.absent_attributes() {
+        item.remove(name);
+    }
     item.extend(attributes);
 }
 
@@ -505,10 +538,10 @@ impl PaidOrderLedger for MemoryAws {
         claim: &PaidClaim,
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ClaimResult, StoreError> {
         self.check_store("UpdateItem", table)?;
         let at = crate::domain::clock::isoformat(now);
-        Ok(self.with_table(table, |t| {
+        self.with_table(table, |t| {
             let allowed = match t.get(&claim.order_id) {
                 None => true,
                 Some(i) if i.get("status") != Some(&Attr::S("PAID".into())) => true,
@@ -516,38 +549,41 @@ impl PaidOrderLedger for MemoryAws {
                     i.get("effectsDone") == Some(&Attr::Bool(false))
                         && i.get("paymentId") == Some(&Attr::S(claim.payment_id.clone()))
                         && matches!(i.get("effectsClaimedAt"), Some(Attr::N(n))
-                            if n.parse::<i64>().is_ok_and(|c| c < stale_before.timestamp()))
+                            if parse_epoch(n).is_some_and(|c| c < stale_before))
                 }
             };
             if allowed {
-                merge(
-                    t,
-                    &claim.order_id,
-                    claim.attributes(PaidOrderStatus::Paid, now),
-                    &at,
-                );
+                merge(t, claim, claim.attributes(PaidOrderStatus::Paid, now), &at);
+                return Ok(ClaimResult::Won);
             }
-            allowed
-        }))
+            let old = t
+                .get(&claim.order_id)
+                .map(PaidOrderState::from_item)
+                .transpose()
+                .map_err(|e| StoreError::new("UpdateItem", table, e))?;
+            Ok(ClaimResult::Held(old))
+        })
     }
 
     async fn finish_paid(
         &self,
         table: &str,
         order_id: &str,
+        token: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.check_store("UpdateItem", table)?;
-        self.with_table(table, |t| {
-            if let Some(item) = t.get_mut(order_id) {
+        Ok(self.with_table(table, |t| match t.get_mut(order_id) {
+            Some(item) if item.get("claimToken") == Some(&Attr::S(token.into())) => {
                 item.insert("effectsDone".into(), Attr::Bool(true));
                 item.insert(
                     "updated_at".into(),
                     Attr::S(crate::domain::clock::isoformat(now)),
                 );
+                true
             }
-        });
-        Ok(())
+            _ => false,
+        }))
     }
 
     async fn mark_failed(
@@ -566,7 +602,7 @@ impl PaidOrderLedger for MemoryAws {
             if allowed {
                 merge(
                     t,
-                    &claim.order_id,
+                    claim,
                     claim.attributes(PaidOrderStatus::Failed, now),
                     &at,
                 );
@@ -587,7 +623,7 @@ impl PaidOrderLedger for MemoryAws {
             if !t.contains_key(&claim.order_id) {
                 merge(
                     t,
-                    &claim.order_id,
+                    claim,
                     claim.attributes(PaidOrderStatus::Pending, now),
                     &at,
                 );
@@ -621,8 +657,21 @@ impl MemoryKBank {
             currency: "THB".into(),
             status: status.into(),
             transaction_state: transaction_state.into(),
+            reference_order: None,
         };
-        lock(&self.charges).insert(id.to_string(), charge);
+        self.put_charge(charge);
+    }
+    /// Adds or replaces a charge as given (another currency, a `reference_order`).
+    pub fn put_charge(&self, charge: Charge) {
+        lock(&self.charges).insert(charge.id.clone(), charge);
+    }
+    /// The charge as held.
+    pub fn charge_of(&self, id: &str) -> Option<Charge> {
+        lock(&self.charges).get(id).cloned()
+    }
+    /// The key KBank accepts from now on (a rotation).
+    pub fn set_key(&self, key: &str) {
+        *lock(&self.expected_key) = Some(key.to_string());
     }
     /// Every inquiry fails with `failure` until cleared with `None`.
     pub fn fail_with(&self, failure: Option<GatewayError>) {

@@ -85,6 +85,14 @@ pub trait AlertGate: Send + Sync {
         now: DateTime<Utc>,
         cooldown: Duration,
     ) -> Result<bool, StoreError>;
+    /// Gives back the gate taken at `taken_at` when the e-mail could not be sent, so a failed
+    /// send holds nothing: the cooldown counts only alerts that went out.
+    async fn release(
+        &self,
+        table: &str,
+        key: &str,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Lambda invocations.
@@ -135,7 +143,7 @@ pub struct Ports {
 // ---- The card path (notify, delayed notify, process-paid) ----
 
 use crate::domain::card::{CardPayment, NotifyRecord};
-use crate::domain::ledger::{OrderPaidUpdate, PaidClaim, PaidOrderState};
+use crate::domain::ledger::{ClaimResult, OrderMark, OrderPaidUpdate, PaidClaim, PaidOrderState};
 
 /// The KBank notify records and the card payment records.
 #[async_trait]
@@ -162,12 +170,14 @@ pub trait CardStore: Send + Sync {
 pub trait OrderStore: Send + Sync {
     /// The order item (hash key `orderId`), as stored.
     async fn order_item(&self, table: &str, order_id: &str) -> Result<Option<Item>, StoreError>;
-    /// Sets `paymentStatus`, `paidAt`, `paymentType`, `paymentId` on an existing order.
+    /// Sets `paymentStatus`, `paidAt`, `paymentType`, `paymentId` on an existing order that is
+    /// not `PAID` yet: one conditional write, so an order paid before (by this payment, or by
+    /// another one through the Python stack) is never written over.
     async fn mark_order_paid(
         &self,
         table: &str,
         update: &OrderPaidUpdate,
-    ) -> Result<(), StoreError>;
+    ) -> Result<OrderMark, StoreError>;
 }
 
 /// The exactly-once ledger `payment3-paid-order-<branch>`: `PENDING -> PAID | FAILED`, each move
@@ -180,23 +190,28 @@ pub trait PaidOrderLedger: Send + Sync {
         table: &str,
         order_id: &str,
     ) -> Result<Option<PaidOrderState>, StoreError>;
-    /// Moves the order to `PAID` and claims the side effects. True for the one write that wins:
-    /// the entry was absent, `PENDING` or `FAILED`, or is this same payment whose side effects
-    /// were claimed before `stale_before` and never finished (a crashed winner).
+    /// Moves the order to `PAID` and claims the side effects under `claim.token`. `Won` for the
+    /// one write that wins: the entry was absent, `PENDING` or `FAILED`, or is this same payment
+    /// whose side effects were claimed before `stale_before` (to the millisecond) and never
+    /// finished (a crashed winner). Otherwise `Held` with the entry as it stood (DynamoDB's
+    /// `ReturnValuesOnConditionCheckFailure=ALL_OLD`): when the SDK retried a write that had
+    /// succeeded, that entry carries this claim's token.
     async fn claim_paid(
         &self,
         table: &str,
         claim: &PaidClaim,
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-    /// Records that the winner's side effects (order update, paid notice) are done.
+    ) -> Result<ClaimResult, StoreError>;
+    /// Records that the side effects are done, only while the claim is still `token`'s (a run
+    /// taken over after the lease must not finish, nor send a second notice). True when it did.
     async fn finish_paid(
         &self,
         table: &str,
         order_id: &str,
+        token: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Moves an absent or `PENDING` entry to `FAILED`; true when this write did it.
     async fn mark_failed(
         &self,

@@ -162,6 +162,8 @@ impl CardSettings {
             secret: SecretSettings::from_env(&settings.branch)?,
             delayed_notify_wait: seconds("DELAYED_NOTIFY_SECONDS", 60)?,
             shop_url: var("SHOP_CALLBACK_URL").unwrap_or_else(|| DEFAULT_SHOP_URL.to_string()),
+            kbank_api_base: kbank_api_base(&settings.branch)?,
+            kbank_timeout: seconds("KBANK_TIMEOUT_SECONDS", 10)?,
         })
     }
 }
@@ -177,6 +179,27 @@ fn addresses(text: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// `KBANK_API_BASE` (default the production API on `master`, the sandbox elsewhere).
+fn kbank_api_base(branch: &str) -> Result<String, ConfigError> {
+    let default_base = if branch == "master" {
+        KBANK_PRODUCTION_API
+    } else {
+        KBANK_SANDBOX_API
+    };
+    let kbank_api_base = var("KBANK_API_BASE")
+        .unwrap_or_else(|| default_base.to_string())
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    if !(kbank_api_base.starts_with("https://") || kbank_api_base.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            name: "KBANK_API_BASE",
+            reason: format!("expected an http(s) URL, got {kbank_api_base:?}"),
+        });
+    }
+    Ok(kbank_api_base)
+}
+
 impl ProcessPaidSettings {
     pub fn from_env(settings: &Settings) -> Result<Self, ConfigError> {
         let kind = match var("PROCESS_PAID_KIND") {
@@ -188,22 +211,7 @@ impl ProcessPaidSettings {
                 .map(|f| ProcessPaidKind::from_function_name(&f))
                 .unwrap_or(ProcessPaidKind::Card),
         };
-        let default_base = if settings.branch == "master" {
-            KBANK_PRODUCTION_API
-        } else {
-            KBANK_SANDBOX_API
-        };
-        let kbank_api_base = var("KBANK_API_BASE")
-            .unwrap_or_else(|| default_base.to_string())
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        if !(kbank_api_base.starts_with("https://") || kbank_api_base.starts_with("http://")) {
-            return Err(ConfigError::Invalid {
-                name: "KBANK_API_BASE",
-                reason: format!("expected an http(s) URL, got {kbank_api_base:?}"),
-            });
-        }
+        let kbank_api_base = kbank_api_base(&settings.branch)?;
         Ok(ProcessPaidSettings {
             kind,
             kbank_api_base,

@@ -162,7 +162,12 @@ async fn card_notify(
     let mut ports = aws_ports(&config);
     ports.invoker = sync_invoker(&config, sync_timeout);
     let guard = PanicGuard::new(settings.clone(), &ports);
-    let notify = CardNotify::new(settings, card_settings, ports, card_ports(store));
+    let kbank = Arc::new(KBankClient::new(
+        &card_settings.kbank_api_base,
+        card_settings.kbank_timeout,
+    )?);
+    let notify =
+        CardNotify::new(settings, card_settings, ports, card_ports(store)).with_inquiry(kbank);
     Ok((Arc::new(notify), guard))
 }
 

@@ -3,7 +3,8 @@
 //! one conditional write done by DynamoDB, never read-then-write.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 
 use super::dynamodb::{
@@ -12,7 +13,9 @@ use super::dynamodb::{
 use crate::domain::card::{CardPayment, NotifyRecord};
 use crate::domain::clock::isoformat;
 use crate::domain::item::{Attr, Item};
-use crate::domain::ledger::{OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus};
+use crate::domain::ledger::{
+    epoch_text, ClaimResult, OrderMark, OrderPaidUpdate, PaidClaim, PaidOrderState, PaidOrderStatus,
+};
 use crate::ports::error::StoreError;
 use crate::ports::{CardStore, OrderStore, PaidOrderLedger};
 
@@ -45,28 +48,46 @@ impl DynamoStore {
         Ok(out.item().map(from_sdk))
     }
 
-    /// `SET` of `attributes` (all but `orderId`; `created_at` only when absent) under `condition`.
-    /// True when the write happened, false when the condition failed.
+    /// `SET` of the claim's `attributes` (all but `orderId`; `created_at` only when absent), and
+    /// `REMOVE` of what the claim does not carry, under `condition`. `None` when the write
+    /// happened; when the condition failed, `Some` of the item as it stood (DynamoDB returns it
+    /// with `ReturnValuesOnConditionCheckFailure=ALL_OLD`; read again if it did not).
     async fn ledger_write(
         &self,
         table: &str,
-        order_id: &str,
+        claim: &PaidClaim,
         mut attributes: Item,
         now: DateTime<Utc>,
         condition: &str,
         extra: &[(&str, &str, AttributeValue)],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Option<Item>>, StoreError> {
         attributes.insert("created_at".into(), Attr::S(isoformat(now)));
         let set = SetExpression::of(&attributes, &["orderId"], &["created_at"]);
+        let mut expression = set.expression;
+        let mut names = set.names;
+        let removed: Vec<String> = claim
+            .absent_attributes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let n = format!("#r{i}");
+                names.insert(n.clone(), name.to_string());
+                n
+            })
+            .collect();
+        if !removed.is_empty() {
+            expression = format!("{expression} REMOVE {}", removed.join(", "));
+        }
         let mut request = self
             .client()
             .update_item()
             .table_name(table)
-            .key("orderId", s(order_id))
-            .update_expression(set.expression)
-            .set_expression_attribute_names(Some(set.names))
+            .key("orderId", s(&claim.order_id))
+            .update_expression(expression)
+            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(set.values))
             .condition_expression(condition)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#oid", "orderId");
         for (name, attribute, value) in extra {
             request = request
@@ -74,8 +95,19 @@ impl DynamoStore {
                 .expression_attribute_values(format!(":{name}"), value.clone());
         }
         match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
+            Ok(_) => Ok(None),
+            Err(e) if is_condition_failed(&e) => {
+                let old = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        c.item().map(from_sdk)
+                    }
+                    _ => None,
+                };
+                match old {
+                    Some(item) => Ok(Some(Some(item))),
+                    None => Ok(Some(self.get(table, "orderId", &claim.order_id).await?)),
+                }
+            }
             Err(e) => Err(store_error("UpdateItem", table, &e)),
         }
     }
@@ -163,25 +195,33 @@ impl CardStore for DynamoStore {
         token: &str,
         verified: bool,
     ) -> Result<(), StoreError> {
-        let result = self
+        // `false` only where no notify verified it: a forged notify must not downgrade the flag.
+        let condition = if verified {
+            "attribute_exists(#t)"
+        } else {
+            "attribute_exists(#t) AND (attribute_not_exists(#v) OR #v <> :true)"
+        };
+        let mut request = self
             .client()
             .update_item()
             .table_name(table)
             .key("token", s(token))
             .update_expression("SET #v = :v")
-            .condition_expression("attribute_exists(#t)")
+            .condition_expression(condition)
             .expression_attribute_names("#v", "checksumVerified")
             .expression_attribute_names("#t", "token")
-            .expression_attribute_values(":v", AttributeValue::Bool(verified))
-            .send()
-            .await;
-        match result {
+            .expression_attribute_values(":v", AttributeValue::Bool(verified));
+        if !verified {
+            request = request.expression_attribute_values(":true", AttributeValue::Bool(true));
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
-            // Deleted since the query: nothing left to mark.
+            // Verified by an earlier notify (kept), or deleted since the query.
             Err(e) if is_condition_failed(&e) => {
-                tracing::warn!(
+                tracing::info!(
                     token,
-                    "card payment record vanished before checksumVerified was set"
+                    verified,
+                    "checksumVerified left as it was (verified before, or the record is gone)"
                 );
                 Ok(())
             }
@@ -200,13 +240,18 @@ impl OrderStore for DynamoStore {
         &self,
         table: &str,
         update: &OrderPaidUpdate,
-    ) -> Result<(), StoreError> {
-        self.client()
+    ) -> Result<OrderMark, StoreError> {
+        let result = self
+            .client()
             .update_item()
             .table_name(table)
             .key("orderId", s(&update.order_id))
             .update_expression("SET #ps = :ps, #pa = :pa, #pt = :pt, #pi = :pi")
-            .condition_expression("attribute_exists(#oid)")
+            // Never over a paid order: the Python stack paid orders without a ledger entry.
+            .condition_expression(
+                "attribute_exists(#oid) AND (attribute_not_exists(#ps) OR #ps <> :ps)",
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#oid", "orderId")
             .expression_attribute_names("#ps", "paymentStatus")
             .expression_attribute_names("#pa", "paidAt")
@@ -217,9 +262,27 @@ impl OrderStore for DynamoStore {
             .expression_attribute_values(":pt", s(&update.payment_type))
             .expression_attribute_values(":pi", s(&update.payment_id))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| store_error("UpdateItem", table, &e))
+            .await;
+        let old = match result {
+            Ok(_) => return Ok(OrderMark::Marked),
+            Err(e) if is_condition_failed(&e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) if c.item().is_some() => {
+                    c.item().map(from_sdk)
+                }
+                _ => self.get(table, "orderId", &update.order_id).await?,
+            },
+            Err(e) => return Err(store_error("UpdateItem", table, &e)),
+        };
+        Ok(match old {
+            None => OrderMark::Missing,
+            Some(item) => OrderMark::AlreadyPaid {
+                payment_id: match item.get("paymentId") {
+                    Some(Attr::S(p)) => Some(p.clone()),
+                    Some(Attr::N(p)) => Some(p.clone()),
+                    _ => None,
+                },
+            },
+        })
     }
 }
 
@@ -244,49 +307,65 @@ impl PaidOrderLedger for DynamoStore {
         claim: &PaidClaim,
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.ledger_write(
-            table,
-            &claim.order_id,
-            claim.attributes(PaidOrderStatus::Paid, now),
-            now,
-            "attribute_not_exists(#oid) OR #st <> :st \
-             OR (#ed = :ed AND #pid = :pid AND #eca < :eca)",
-            &[
-                ("st", "status", s(PaidOrderStatus::Paid.as_str())),
-                ("ed", "effectsDone", AttributeValue::Bool(false)),
-                ("pid", "paymentId", s(&claim.payment_id)),
-                (
-                    "eca",
-                    "effectsClaimedAt",
-                    AttributeValue::N(stale_before.timestamp().to_string()),
-                ),
-            ],
-        )
-        .await
+    ) -> Result<ClaimResult, StoreError> {
+        let held = self
+            .ledger_write(
+                table,
+                claim,
+                claim.attributes(PaidOrderStatus::Paid, now),
+                now,
+                "attribute_not_exists(#oid) OR #st <> :st \
+                 OR (#ed = :ed AND #pid = :pid AND #eca < :eca)",
+                &[
+                    ("st", "status", s(PaidOrderStatus::Paid.as_str())),
+                    ("ed", "effectsDone", AttributeValue::Bool(false)),
+                    ("pid", "paymentId", s(&claim.payment_id)),
+                    (
+                        "eca",
+                        "effectsClaimedAt",
+                        AttributeValue::N(epoch_text(stale_before)),
+                    ),
+                ],
+            )
+            .await?;
+        match held {
+            None => Ok(ClaimResult::Won),
+            Some(old) => Ok(ClaimResult::Held(
+                old.map(|i| PaidOrderState::from_item(&i))
+                    .transpose()
+                    .map_err(|e| StoreError::new("UpdateItem", table, e))?,
+            )),
+        }
     }
 
     async fn finish_paid(
         &self,
         table: &str,
         order_id: &str,
+        token: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.client()
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client()
             .update_item()
             .table_name(table)
             .key("orderId", s(order_id))
             .update_expression("SET #ed = :ed, #u = :u")
-            .condition_expression("attribute_exists(#oid)")
-            .expression_attribute_names("#oid", "orderId")
+            // Fenced: a run whose claim was taken over after the lease does not finish.
+            .condition_expression("#ct = :ct")
+            .expression_attribute_names("#ct", "claimToken")
             .expression_attribute_names("#ed", "effectsDone")
             .expression_attribute_names("#u", "updated_at")
+            .expression_attribute_values(":ct", s(token))
             .expression_attribute_values(":ed", AttributeValue::Bool(true))
             .expression_attribute_values(":u", s(&isoformat(now)))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| store_error("UpdateItem", table, &e))
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(store_error("UpdateItem", table, &e)),
+        }
     }
 
     async fn mark_failed(
@@ -295,15 +374,17 @@ impl PaidOrderLedger for DynamoStore {
         claim: &PaidClaim,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.ledger_write(
-            table,
-            &claim.order_id,
-            claim.attributes(PaidOrderStatus::Failed, now),
-            now,
-            "attribute_not_exists(#oid) OR #st = :st",
-            &[("st", "status", s(PaidOrderStatus::Pending.as_str()))],
-        )
-        .await
+        let held = self
+            .ledger_write(
+                table,
+                claim,
+                claim.attributes(PaidOrderStatus::Failed, now),
+                now,
+                "attribute_not_exists(#oid) OR #st = :st",
+                &[("st", "status", s(PaidOrderStatus::Pending.as_str()))],
+            )
+            .await?;
+        Ok(held.is_none())
     }
 
     async fn note_pending(

@@ -301,6 +301,34 @@ impl AlertGate for DynamoStore {
             Err(e) => Err(store_error("UpdateItem", table, &e)),
         }
     }
+
+    async fn release(
+        &self,
+        table: &str,
+        key: &str,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Only the take of `taken_at`: one taken since by another container stays.
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("alertKey", AttributeValue::S(key.to_string()))
+            .update_expression("SET sentAt = :zero")
+            .condition_expression("sentAt = :taken")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(
+                ":taken",
+                AttributeValue::N(taken_at.timestamp().to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(store_error("UpdateItem", table, &e)),
+        }
+    }
 }
 
 #[cfg(test)]
