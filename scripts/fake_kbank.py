@@ -14,7 +14,9 @@ and an admin API for the stack and the tests (no key):
     GET  /_admin/charges              every charge held
     GET  /_admin/requests             every inquiry received (method, path, chargeId, key ok, status)
     PUT  /_admin/fail                 {"status": 503, "count": 2}: answer the next `count` inquiries with `status`
+                                      ({"status": 200, "body": "<html>"}: a 2xx whose body is not a charge)
     a charge's "_answer_status": 503  answer every inquiry about that charge with 503 until it is set to null
+    PUT  /_admin/key                  {"secretKey": "skey_..."}: the key accepted from now on (a rotation)
 
 Run: python scripts/fake_kbank.py --port 0 --secret-key skey_... [--charges charges.json]
 Prints "listening on http://127.0.0.1:<port>" once it accepts connections.
@@ -41,7 +43,7 @@ class KBankState:
         self.secret_key = secret_key
         self.charges = {cid: self._complete(cid, c) for cid, c in charges.items()}
         self.requests: list[dict] = []
-        self.failures: list[int] = []
+        self.failures: list[tuple[int, str | None]] = []
         self.lock = threading.Lock()
 
     @staticmethod
@@ -115,12 +117,17 @@ class Handler(BaseHTTPRequestHandler):
 
         charge_id = unquote(self.path[len(CHARGE_PREFIX):].split("?")[0])
         key = self.headers.get("x-api-key") or ""
-        key_ok = hmac.compare_digest(key.encode(), state.secret_key.encode())
+        with state.lock:
+            accepted = state.secret_key
+        key_ok = hmac.compare_digest(key.encode(), accepted.encode())
         with state.lock:
             injected = state.failures.pop(0) if state.failures else None
             charge = state.charges.get(charge_id)
+        if injected is not None and injected[1] is not None:
+            status, raw = injected
+            return self._send_raw(status, raw.encode(), charge_id, key_ok)
         if injected is not None:
-            status, body = injected, {"object": "error", "code": "injected_failure"}
+            status, body = injected[0], {"object": "error", "code": "injected_failure"}
         elif not key_ok:
             status, body = 401, {"object": "error", "code": "authentication_failure",
                                  "message": "invalid x-api-key"}
@@ -136,6 +143,16 @@ class Handler(BaseHTTPRequestHandler):
                                    "keyOk": key_ok, "status": status})
         self._send(status, body)
 
+    def _send_raw(self, status: int, data: bytes, charge_id: str, key_ok: bool) -> None:
+        with self.state.lock:
+            self.state.requests.append({"method": "GET", "path": self.path, "chargeId": charge_id,
+                                        "keyOk": key_ok, "status": status})
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_PUT(self):
         state = self.state
         try:
@@ -146,9 +163,17 @@ class Handler(BaseHTTPRequestHandler):
             charge_id = unquote(self.path[len(ADMIN_CHARGES) + 1:])
             return self._send(200, state.upsert(charge_id, fields))
         if self.path == "/_admin/fail":
+            raw = fields.get("body")
             with state.lock:
-                state.failures.extend([int(fields.get("status", 503))] * int(fields.get("count", 1)))
+                state.failures.extend([(int(fields.get("status", 503)), raw)] * int(fields.get("count", 1)))
             return self._send(200, {"pending_failures": len(state.failures)})
+        if self.path == "/_admin/key":
+            key = fields.get("secretKey")
+            if not isinstance(key, str) or not key:
+                return self._send(400, {"error": "secretKey is required"})
+            with state.lock:
+                state.secret_key = key
+            return self._send(200, {"rotated": True})
         self._send(404, {"error": "no such route"})
 
     do_POST = do_PUT

@@ -29,6 +29,10 @@ Served:
   SQS queue QUEUE (on --aws-endpoint) as Lambda's on-failure destination sends it: the invocation
   record {version, timestamp, requestContext {requestId, functionArn, condition,
   approximateInvokeCount}, requestPayload, responseContext, responsePayload}.
+- `PUT /_local/fail` `{"function": "process-paid-wallet", "status": 429, "count": 1}`: the next
+  `count` invokes of that function fail as Lambda's Invoke API fails them (429
+  TooManyRequestsException, 500 ServiceException, ...), without running it: a real invoke failure
+  for the caller (logged with `"failed": status`).
 
 Every invoke and every background run is appended to --log (JSON lines), which is how the
 end-to-end tests count dispatches:
@@ -75,6 +79,12 @@ class Front:
         self.timeout = timeout
         self.lock = threading.Lock()
         self.pending = 0  # Event invokes whose last run has not finished
+        self.failures: dict[str, list[int]] = {}  # function -> statuses of its next invokes
+
+    def injected_failure(self, function: str) -> int | None:
+        with self.lock:
+            queue = self.failures.get(function)
+            return queue.pop(0) if queue else None
 
     def log(self, entry: dict) -> None:
         line = json.dumps(entry)
@@ -268,7 +278,20 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(502, b'{"message": "Internal server error"}', {"Content-Type": "application/json"})
         self._send(status, raw, headers)
 
+    def _inject(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            spec = json.loads(self.rfile.read(length) or b"{}")
+            function, status, count = spec["function"], int(spec.get("status", 429)), int(spec.get("count", 1))
+        except (ValueError, KeyError, TypeError):
+            return self._send(400, b'{"message": "expected {function, status, count}"}')
+        with self.front.lock:
+            self.front.failures.setdefault(function, []).extend([status] * count)
+        return self._send(200, b"{}")
+
     def do_PUT(self):
+        if self.path == "/_local/fail":
+            return self._inject()
         self._route("PUT")
 
     def do_PATCH(self):
@@ -295,8 +318,17 @@ class Handler(BaseHTTPRequestHandler):
                  "payload": payload.decode(errors="replace"), "received": time.time()}
         if self.headers.get("X-Local-Caller"):  # the test harness, not a function
             entry["caller"] = self.headers["X-Local-Caller"]
+        failure = front.injected_failure(function)
+        if failure is not None:
+            entry["failed"] = failure
         front.log(entry)
         common = {"x-amzn-RequestId": invoke_id, "Content-Type": "application/json"}
+        if failure is not None:
+            error_type = {429: "TooManyRequestsException", 404: "ResourceNotFoundException"}.get(
+                failure, "ServiceException")
+            body = json.dumps({"Type": "User" if failure < 500 else "Service",
+                               "message": "Rate Exceeded." if failure == 429 else "injected failure"})
+            return self._send(failure, body.encode(), {**common, "x-amzn-ErrorType": error_type})
 
         if kind == "Event":
             with front.lock:

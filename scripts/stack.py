@@ -647,6 +647,30 @@ class Stack:
         service = self._spawn("gateway", args)
         wait_for_port(self.ports.gateway, service.proc, 30, "local gateway", service.log)
 
+    def start_variant(self, name: str, env: dict[str, str]) -> str:
+        """A second set of the functions on the same local AWS and fake KBank, with `env` over the
+        stack's function environment (e.g. CHECKSUM_POLICY=mark): its own cargo lambda watch and
+        gateway, whose functions invoke each other through that gateway. Returns its URL; its
+        invoke log is `invocations-<name>.jsonl`. Stopped with the stack."""
+        watch_port, gateway_port = free_port(), free_port()
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        env_file = self.state_dir / f"functions-{name}.env"
+        variables = {**self.function_env(), "AWS_ENDPOINT_URL_LAMBDA": gateway, **env}
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
+        watch = self._spawn(f"watch-{name}", [
+            str(BIN / "cargo-lambda"), "lambda", "watch", "--invoke-address", "127.0.0.1",
+            "--invoke-port", str(watch_port), "--env-file", str(env_file),
+            "--concurrency", "2", "--ignore-changes"])
+        wait_for_port(watch_port, watch.proc, 300, f"cargo lambda watch ({name})", watch.log)
+        args = [sys.executable, str(ROOT / "scripts" / "local_gateway.py"), "--port", str(gateway_port),
+                "--upstream", f"http://127.0.0.1:{watch_port}",
+                "--log", str(self.state_dir / f"invocations-{name}.jsonl"), "--retry-delay", "1"]
+        for route in self.routes:
+            args += ["--route", route.method, route.path, route.binary]
+        front = self._spawn(f"gateway-{name}", args)
+        wait_for_port(gateway_port, front.proc, 30, f"local gateway ({name})", front.log)
+        return gateway
+
     def _stop_service(self, name: str, grace: float = 5.0) -> None:
         service = self.services.pop(name, None)
         if service is None:

@@ -125,3 +125,38 @@ def test_a_wrongly_typed_item_is_refused_with_the_attribute_named():
     out = codec("decode", json.dumps(bad))
     assert out.returncode != 0
     assert "attribute success: expected BOOL, found S" in out.stderr
+
+
+def test_the_original_model_loads_what_the_running_wallet_wrote(stack):
+    """Not only the codec: the wallet function, through its UpdateItem against the local AWS,
+    writes a record the original model reads with PynamoDB's own GetItem."""
+    import uuid
+
+    order_id = f"4825{uuid.uuid4().int % 10**8:08d}"
+    body = {**SEED_BODY, "orderId": order_id, "paymentId": f"pay_compat_{order_id}", "success": False,
+            "message": "Insufficient balance"}  # a failure: no dispatch, nothing else runs
+    status, _, text = stack.post("/wallet/callback", body)
+    assert status == 200, text
+
+    class Running(WalletCallbackRecordTable):
+        class Meta:
+            table_name = stack.table("wallet-callback-record")
+            region = "ap-southeast-1"
+            host = stack.urls["moto"]
+            aws_access_key_id = "testing"
+            aws_secret_access_key = "testing"
+
+    record = Running.get(order_id, consistent_read=True)
+    assert record.paymentId == body["paymentId"] and record.success is False
+    assert record.userId == SEED_BODY["userId"] and record.message == "Insufficient balance"
+    assert record.amount == 2339.0
+    assert record.body == body
+    assert json.loads(record.event["body"]) == body
+    datetime.fromisoformat(record.created_at)
+    datetime.fromisoformat(record.updated_at)
+    # PynamoDB can write it back, and the function still updates it (keeping its created_at).
+    record.save()
+    status, _, text = stack.post("/wallet/callback", {**body, "message": "Retry declined"})
+    assert status == 200, text
+    again = Running.get(order_id, consistent_read=True)
+    assert again.message == "Retry declined" and again.created_at == record.created_at

@@ -48,6 +48,14 @@ pub enum ChecksumError {
 /// The amount as the checksum writes it: `2339` -> `2339.0000`, `2339.5` -> `2339.5000`.
 pub fn four_decimals(amount: &str) -> Result<String, ChecksumError> {
     let bad = || ChecksumError::BadAmount(amount.chars().take(40).collect());
+    // A decimal keeps 28 fraction digits and rounds the rest away: digits beyond that in the
+    // text would be lost, so the text is refused rather than rounded into another amount.
+    let mantissa = amount.trim().split(['e', 'E']).next().unwrap_or("");
+    if let Some((_, fraction)) = mantissa.split_once('.') {
+        if fraction.trim_end_matches('0').len() > 28 {
+            return Err(bad());
+        }
+    }
     let mut value: Decimal = parse_decimal(amount).ok_or_else(bad)?.normalize();
     if value.scale() > 4 {
         return Err(bad());
@@ -144,6 +152,27 @@ mod tests {
     const TWO_DECIMALS: &str = "2e8d93a62cf32d80ee2f9f14ee39108642a4b8c97ce3fbb92e10f04511de1816";
     // ... with b'chrg_test_payment3_0002' and b'12345678.9900'
     const LARGE: &str = "0afd3dd0bfbf1b5fecd1cb845a73310126e8fe876eddda8b6d51d1bf365ec1c0";
+
+    #[test]
+    fn an_amount_with_more_digits_than_a_decimal_holds_is_refused_not_rounded() {
+        // 29 and 31 decimals: rust_decimal keeps 28 and rounds the rest away, which made
+        // these 2339.0000 and let their checksum verify.
+        for text in [
+            "2339.00000000000000000000000000001",
+            "2339.0000000000000000000000000000001",
+            "2339.00000000000000000000000000001e0",
+        ] {
+            assert!(
+                matches!(four_decimals(text), Err(ChecksumError::BadAmount(_))),
+                "{text}"
+            );
+        }
+        // Trailing zeros are only zeros, however many.
+        assert_eq!(
+            four_decimals("2339.000000000000000000000000000000").unwrap(),
+            "2339.0000"
+        );
+    }
 
     #[test]
     fn amounts_are_written_with_four_decimals() {

@@ -215,13 +215,12 @@ async fn capture_in_sentry(incident: &Incident<'_>, error_text: &str) {
         },
         || sentry::capture_message(error_text, sentry::Level::Error),
     );
-    // Lambda may freeze the container as soon as the handler returns: flush now.
-    let _ = tokio::task::spawn_blocking(|| {
-        if let Some(client) = sentry::Hub::current().client() {
-            client.flush(Some(Duration::from_secs(2)));
-        }
-    })
-    .await;
+    // Lambda may freeze the container as soon as the handler returns: flush now, the client of
+    // the hub that captured it (the blocking thread's own hub may be another).
+    if let Some(client) = sentry::Hub::current().client() {
+        let _ =
+            tokio::task::spawn_blocking(move || client.flush(Some(Duration::from_secs(2)))).await;
+    }
 }
 
 #[cfg(test)]
@@ -482,5 +481,75 @@ mod tests {
         r.report(incident(()), at(6)).await;
         assert_eq!(aws.mails().len(), 1);
         assert_eq!(aws.mail_attempts(), 2);
+    }
+
+    /// A Sentry transport that delivers each event 300 ms after it is handed one (as the real
+    /// HTTP transport does, in the background): only a flush makes it arrive before return.
+    struct SlowTransport {
+        delivered: Arc<Mutex<Vec<sentry::Envelope>>>,
+        pending: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl sentry::Transport for SlowTransport {
+        fn send_envelope(&self, envelope: sentry::Envelope) {
+            use std::sync::atomic::Ordering;
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            let (delivered, pending) = (self.delivered.clone(), self.pending.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                delivered.lock().unwrap().push(envelope);
+                pending.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        fn flush(&self, timeout: Duration) -> bool {
+            let until = std::time::Instant::now() + timeout;
+            while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                if std::time::Instant::now() > until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn the_sentry_event_is_delivered_before_the_report_returns() {
+        // Given a Sentry client whose transport delivers in the background, 300 ms later
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, p) = (delivered.clone(), pending.clone());
+        let factory = move |_: &sentry::ClientOptions| -> Arc<dyn sentry::Transport> {
+            Arc::new(SlowTransport {
+                delivered: d.clone(),
+                pending: p.clone(),
+            })
+        };
+        let mut options = sentry::ClientOptions::default();
+        options.dsn = "https://public@sentry.example.com/1".parse().ok();
+        options.transport = Some(Arc::new(factory));
+        let client = sentry::Client::from(options);
+        let hub = Arc::new(sentry::Hub::new(
+            Some(Arc::new(client)),
+            Arc::new(Default::default()),
+        ));
+        // When a handler reports an incident (on this thread's hub, not the process's)
+        sentry::Hub::run(hub, || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let aws = Arc::new(MemoryAws::default());
+                let err = CallbackError::from(ValidationError::new("body", "body is empty"));
+                reporter(&aws)
+                    .report(incident("walletcallback", &err, &json!({}), "r"), at(0))
+                    .await;
+            });
+            // Then the event has reached Sentry when report returns: the handler may return and
+            // Lambda freeze the container right after (without the flush: 0 here)
+            assert_eq!(delivered.lock().unwrap().len(), 1);
+        });
     }
 }

@@ -218,8 +218,14 @@ mod tests {
                     .unwrap()
                     .push(String::from_utf8_lossy(&buf[..n]).to_string());
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                // A redirect points back here: a client that followed it would ask again.
+                let location = if (300..400).contains(&status) {
+                    "location: /card/v2/charge/elsewhere\r\n"
+                } else {
+                    ""
+                };
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = socket.write_all(reply.as_bytes()).await;
@@ -237,10 +243,13 @@ mod tests {
             (503, "busy", 0),
             (404, r#"{"error":"charge not found"}"#, 0),
             (200, "<html>", 0),
-            (200, ok, 1500),
+            (200, ok, 3000),
         ])
         .await;
-        let client = KBankClient::new(&base, Duration::from_secs(1)).unwrap();
+        // A timeout no loaded machine reaches for the prompt answers (a 1 s one did, under
+        // parallel `cargo test`); a short one for the slow answer, which is longer by design.
+        let client = KBankClient::new(&base, Duration::from_secs(30)).unwrap();
+        let impatient = KBankClient::new(&base, Duration::from_millis(300)).unwrap();
         let id = ChargeId::parse("chargeId", "chrg_1").unwrap();
         let key = SecretKey::new("skey_test_x");
 
@@ -268,18 +277,64 @@ mod tests {
         let garbage = client.charge(&id, &key).await.unwrap_err();
         assert!(matches!(garbage, GatewayError::Unexpected(_)));
 
-        let slow = client.charge(&id, &key).await.unwrap_err();
+        let slow = impatient.charge(&id, &key).await.unwrap_err();
         assert!(matches!(slow, GatewayError::Unreachable(_)), "{slow:?}");
         assert!(slow.retryable());
         assert!(!slow.to_string().contains("skey_test_x"));
     }
 
     #[tokio::test]
+    async fn busy_answers_are_retried_and_redirects_are_not_followed() {
+        let (base, seen) = serve(vec![
+            (429, r#"{"error":"rate limit"}"#, 0),
+            (408, "", 0),
+            (425, "", 0),
+            (401, r#"{"error":"invalid key"}"#, 0),
+            (302, "", 0),
+            (
+                200,
+                Box::leak("x".repeat(MAX_BODY_BYTES + 1).into_boxed_str()),
+                0,
+            ),
+        ])
+        .await;
+        let client = KBankClient::new(&base, Duration::from_secs(30)).unwrap();
+        let id = ChargeId::parse("chargeId", "chrg_1").unwrap();
+        let key = SecretKey::new("skey_test_x");
+        for status in [429, 408, 425] {
+            let err = client.charge(&id, &key).await.unwrap_err();
+            assert_eq!(err, GatewayError::Throttled { status });
+            assert!(err.retryable());
+        }
+        let refused = client.charge(&id, &key).await.unwrap_err();
+        assert!(refused.key_refused() && !refused.retryable(), "{refused:?}");
+        // A redirect is an answer, not an instruction to send the key elsewhere.
+        let moved = client.charge(&id, &key).await.unwrap_err();
+        assert!(
+            matches!(moved, GatewayError::Refused { status: 302, .. }),
+            "{moved:?}"
+        );
+        // A body over the cap is not read into memory: an unexpected answer, asked again later.
+        let huge = client.charge(&id, &key).await.unwrap_err();
+        assert!(
+            matches!(&huge, GatewayError::Unexpected(m) if m.contains("over")),
+            "{huge:?}"
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            6,
+            "one request per call, none followed"
+        );
+    }
+
+    #[tokio::test]
     async fn nobody_listening_is_retryable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
-        let client = KBankClient::new(&base, Duration::from_secs(1)).unwrap();
+        // A port this test holds bound but never listens on: refused, and no other test can
+        // take it meanwhile (a dropped listener's port could be reused by a parallel test).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base = format!("http://{}", socket.local_addr().unwrap());
+        let client = KBankClient::new(&base, Duration::from_secs(30)).unwrap();
         let err = client
             .charge(
                 &ChargeId::parse("c", "chrg_1").unwrap(),

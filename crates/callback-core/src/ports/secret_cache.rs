@@ -45,7 +45,7 @@ struct Cached<T> {
 
 /// Forced reads are at most one per this long: anyone can POST a forged notify, and a flood of
 /// them must not be a flood of Secrets Manager reads (a genuine rotation is picked up by the first).
-pub const FORCED_READ_GAP: Duration = Duration::from_secs(5);
+pub const FORCED_READ_GAP: Duration = Duration::from_secs(2);
 
 /// One secret, cached: by default the KBank [`SecretKey`].
 pub struct SecretCache<T = SecretKey> {
@@ -301,12 +301,12 @@ mod tests {
         let key = cache.get().await.unwrap();
         // The key is right; forged checksums keep failing against it.
         assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
-        for _ in 0..20 {
+        for _ in 0..19 {
             clock.advance(chrono::Duration::milliseconds(100));
             assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
         }
-        assert_eq!(aws.secret_reads(), 2, "one forced read in 2 s");
-        clock.advance(chrono::Duration::seconds(5));
+        assert_eq!(aws.secret_reads(), 2, "one forced read in 1.9 s");
+        clock.advance(chrono::Duration::seconds(2));
         assert!(cache.refresh_after_refusal(&key).await.unwrap().is_none());
         assert_eq!(aws.secret_reads(), 3);
     }

@@ -29,7 +29,33 @@ pub enum ConfigError {
 
 /// Reads one environment variable; empty counts as unset.
 pub fn var(name: &'static str) -> Option<String> {
+    #[cfg(test)]
+    if let Some(set) = test_env::get(name) {
+        return set.filter(|v| !v.trim().is_empty());
+    }
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The environment as the tests of this module set it: per thread, never the process's
+/// (`std::env::set_var` in a multi-threaded test binary races every other test's reads).
+#[cfg(test)]
+mod test_env {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static SET: RefCell<HashMap<&'static str, Option<String>>> = RefCell::new(HashMap::new());
+    }
+
+    /// `Some(value)` for a variable set (or unset, `Some(None)`) on this thread.
+    pub fn get(name: &str) -> Option<Option<String>> {
+        SET.with(|s| s.borrow().get(name).cloned())
+    }
+
+    /// Sets (`Some`) or unsets (`None`) a variable for this thread's reads.
+    pub fn set(name: &'static str, value: Option<&str>) {
+        SET.with(|s| s.borrow_mut().insert(name, value.map(String::from)));
+    }
 }
 
 /// Reads a whole number of seconds, or the default when unset.
@@ -243,16 +269,16 @@ mod tests {
 
     #[test]
     fn seconds_rejects_text_naming_the_variable() {
-        // A variable name no test sets, so the default path and the error path are both real.
-        std::env::set_var("PAYMENT3_TEST_SECONDS", "five");
+        // Set for this test's thread only, so the default path and the error path are both real.
+        test_env::set("PAYMENT3_TEST_SECONDS", Some("five"));
         let err = seconds("PAYMENT3_TEST_SECONDS", 1).unwrap_err();
         assert!(err.to_string().contains("PAYMENT3_TEST_SECONDS"), "{err}");
-        std::env::set_var("PAYMENT3_TEST_SECONDS", "7");
+        test_env::set("PAYMENT3_TEST_SECONDS", Some("7"));
         assert_eq!(
             seconds("PAYMENT3_TEST_SECONDS", 1).unwrap(),
             Duration::from_secs(7)
         );
-        std::env::remove_var("PAYMENT3_TEST_SECONDS");
+        test_env::set("PAYMENT3_TEST_SECONDS", None);
         assert_eq!(
             seconds("PAYMENT3_TEST_SECONDS", 1).unwrap(),
             Duration::from_secs(1)
@@ -338,17 +364,17 @@ mod tests {
 
     #[test]
     fn an_unknown_checksum_policy_is_a_start_up_error_naming_the_variable() {
-        // Only this test sets CHECKSUM_POLICY.
+        // Set for this test's thread only.
         let settings = Settings::for_branch("dev");
-        std::env::set_var("CHECKSUM_POLICY", "off");
+        test_env::set("CHECKSUM_POLICY", Some("off"));
         let err = CardSettings::from_env(&settings).unwrap_err();
         assert!(err.to_string().contains("CHECKSUM_POLICY"), "{err}");
-        std::env::set_var("CHECKSUM_POLICY", "Mark");
+        test_env::set("CHECKSUM_POLICY", Some("Mark"));
         assert_eq!(
             CardSettings::from_env(&settings).unwrap().checksum_policy,
             ChecksumPolicy::Mark
         );
-        std::env::remove_var("CHECKSUM_POLICY");
+        test_env::set("CHECKSUM_POLICY", None);
         assert_eq!(
             CardSettings::from_env(&settings).unwrap().checksum_policy,
             ChecksumPolicy::Enforce
