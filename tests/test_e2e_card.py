@@ -22,7 +22,7 @@ import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -685,7 +685,25 @@ def test_a_forged_notify_after_a_genuine_one_leaves_the_record_verified(stack):
     assert_paid_once(stack, card)
 
 
-def test_delayed_notify_looks_again_for_a_card_record_written_late(stack):
+# Delayed notify's wait on the variant below: the test writes the record inside it, after
+# delayed notify's first look. The session stack's 1 s was too short for that on a loaded machine
+# (the look again came before the write: the test failed with the order unpaid, see issue-15.md).
+LATE_RECORD_WAIT = 10
+
+
+@pytest.fixture(scope="module")
+def late_gateway(stack) -> str:
+    """notify, delayed notify and process-paid with delayed notify waiting LATE_RECORD_WAIT s
+    between its looks (production: 60 s), on the same local AWS and fake KBank."""
+    return stack.start_variant("late", {"DELAYED_NOTIFY_SECONDS": str(LATE_RECORD_WAIT)})
+
+
+def variant_idle(gateway: str) -> bool:
+    with urllib.request.urlopen(f"{gateway}/_local/pending", timeout=10) as r:
+        return json.loads(r.read())["pending"] == 0
+
+
+def test_delayed_notify_looks_again_for_a_card_record_written_late(stack, late_gateway):
     # Given an Authorized charge whose card payment record the shop has not written yet
     suffix = uuid.uuid4().hex[:16]
     order_id, charge_id, token = new_order_id(), f"chrg_e2e_{suffix}", f"tokn_e2e_{suffix}"
@@ -693,20 +711,30 @@ def test_delayed_notify_looks_again_for_a_card_record_written_late(stack):
     stack.set_charge(charge_id, amount="2339.00", status="success", transaction_state="Authorized")
 
     # When KBank notifies, and the shop writes the record while delayed notify waits
-    status, _, page = post_notify(stack, notify_json(charge_id, "2339.00"))
+    req = urllib.request.Request(f"{late_gateway}/notify", data=notify_json(charge_id, "2339.00").encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        status, page = resp.status, resp.read().decode()
     assert status == 200, page
-    wait_until(lambda: by_note(notify_records(stack, charge_id), "delayed notify"), 30,
-               "delayed notify's first look")
+    [first] = wait_until(lambda: by_note(notify_records(stack, charge_id), "delayed notify"), 60,
+                         "delayed notify's first look")
     stack.put_card_payment({"token": token, "chargeId": charge_id, "orderId": order_id, "callback": SHOP})
-    stack.wait_idle()
+    written = datetime.now(timezone.utc).replace(tzinfo=None)  # created_at is naive UTC
+    # delayed notify saved its record after its first look and looks again LATE_RECORD_WAIT s later
+    looked_again = datetime.fromisoformat(first["created_at"]) + timedelta(seconds=LATE_RECORD_WAIT)
+    assert written < looked_again, (
+        f"the record was written at {written}, after delayed notify looked again ({looked_again}):"
+        " the machine was too slow for this test's window, not a verdict on delayed notify")
+    wait_until(lambda: variant_idle(late_gateway), 120, "the variant's delayed notify to finish")
 
     # Then delayed notify looked again after its wait and paid the order (before: it returned at
     # once, no log, no alert, order unpaid)
-    [delayed] = by_note(notify_records(stack, charge_id), "delayed notify")
-    assert "orderId" not in delayed, delayed  # its first look did not find the record
+    assert "orderId" not in first, first  # its first look did not find the record
     order = stack.get("order-table", orderId=order_id)
     assert order["paymentStatus"] == "PAID" and order["paymentId"] == charge_id, order
     assert stack.get("card-payment-record", token=token)["checksumVerified"] is True
+    assert len(order_updates(stack, order_id)) == 1
+    assert errors_for(stack, charge_id=charge_id, order_id=order_id) == []
 
 
 def test_an_authorized_charge_no_card_record_ever_names_is_an_incident(stack):
@@ -741,9 +769,11 @@ def test_a_failed_lambda_invoke_on_dispatch_is_500_and_the_retry_dispatches(stac
     urllib.request.urlopen(req, timeout=10).read()
     body = {"orderId": order_id, "paymentId": "pay_dispatch_1", "success": True, "amount": 2339.0,
             "userId": "u-dispatch", "message": "ok"}
+    raw = json.dumps(body)
+    signature = local_stack.sign_headers("wallet", raw.encode())  # the retry is the same message
 
     # When the wallet gateway POSTs its success callback
-    status, _, text = stack.post("/wallet/callback", body)
+    status, _, text = stack.post("/wallet/callback", raw, signature)
 
     # Then the answer is 500, so the gateway retries; the record and the inbox entry are kept
     assert status == 500, text
@@ -751,8 +781,8 @@ def test_a_failed_lambda_invoke_on_dispatch_is_500_and_the_retry_dispatches(stac
     attempts = [i for i in stack.invocations(since=since) if i["function"] == "process-paid-wallet"]
     assert [i.get("failed") for i in attempts] == [429, 429, 429], attempts
     assert stack.get("wallet-callback-record", orderId=order_id)["success"] is True
-    # And the gateway's retry dispatches again, and the order is paid once
-    status, _, text = stack.post("/wallet/callback", body)
+    # And the gateway's retry (same webhook-id) dispatches again, and the order is paid once
+    status, _, text = stack.post("/wallet/callback", raw, signature)
     assert status == 200, text
     stack.wait_idle()
     attempts = [i for i in stack.invocations(since=since) if i["function"] == "process-paid-wallet"]

@@ -135,7 +135,7 @@ def test_the_original_model_loads_what_the_running_wallet_wrote(stack):
     order_id = f"4825{uuid.uuid4().int % 10**8:08d}"
     body = {**SEED_BODY, "orderId": order_id, "paymentId": f"pay_compat_{order_id}", "success": False,
             "message": "Insufficient balance"}  # a failure: no dispatch, nothing else runs
-    status, _, text = stack.post("/wallet/callback", body)
+    status, _, text = stack.post_signed("/wallet/callback", body)
     assert status == 200, text
 
     class Running(WalletCallbackRecordTable):
@@ -156,7 +156,7 @@ def test_the_original_model_loads_what_the_running_wallet_wrote(stack):
     datetime.fromisoformat(record.updated_at)
     # PynamoDB can write it back, and the function still updates it (keeping its created_at).
     record.save()
-    status, _, text = stack.post("/wallet/callback", {**body, "message": "Retry declined"})
+    status, _, text = stack.post_signed("/wallet/callback", {**body, "message": "Retry declined"})
     assert status == 200, text
     again = Running.get(order_id, consistent_read=True)
     assert again.message == "Retry declined" and again.created_at == record.created_at
