@@ -54,16 +54,19 @@ def errors(stack, charge_id: str) -> list[dict]:
                        KeyConditionExpression=Key("orderId").eq(f"recharge-charge-{charge_id}"))["Items"]
 
 
-def assert_alerted(stack, function: str, kind: str) -> None:
+def assert_alerted(stack, function: str, kind: str, per: str | None = None) -> None:
     """An alert went out for this function and kind within the cooldown (an earlier test's alert of
     the same kind holds this one back, as SPEC 6 asks): the shared cooldown item is recent, and SES
-    accepted an alert of that kind."""
-    item = stack.get("alert-cooldown", alertKey=f"{function}#{kind}")
-    assert item is not None, f"no alert for {function}#{kind}"
+    accepted an alert of that kind. A money alert (`per`: the order or charge it is filed under) has
+    a cooldown of its own per order (SPEC 6), so its own e-mail must be there."""
+    key = f"{function}#{kind}" + (f"#{per}" if per else "")
+    item = stack.get("alert-cooldown", alertKey=key)
+    assert item is not None, f"no alert for {key}"
     assert int(item["sentAt"]) >= time.time() - 300
     subject = f"[payment3][{stack.branch}] {function} error"
-    sent = [m for m in stack.sent_emails() if m.get("subject") == subject and kind in m.get("body", "")]
-    assert sent, f"no e-mail {subject!r} naming {kind}"
+    sent = [m for m in stack.sent_emails() if m.get("subject") == subject and kind in m.get("body", "")
+            and (per is None or per in m.get("body", ""))]
+    assert sent, f"no e-mail {subject!r} naming {kind}" + (f" and {per}" if per else "")
 
 
 def dunning_runs(stack, since: int) -> list[dict]:
@@ -189,7 +192,7 @@ def test_a_recharge_4xx_is_recorded_and_alerted_and_not_retried(stack):
     item = ledger(stack, charge, 1)
     assert (item["state"], item["rechargeStatus"]) == ("REFUSED", 422)
     assert [e["errorType"] for e in errors(stack, charge)] == ["RechargeRefused"]
-    assert_alerted(stack, "rechargedunning", "RechargeRefused")
+    assert_alerted(stack, "rechargedunning", "RechargeRefused", per=f"recharge-charge-{charge}")
     # A redelivery of the same failure changes nothing.
     assert deliver(stack, recharge_failed_charge(charge, 1))[0] == 200
     stack.wait_idle()
@@ -209,7 +212,7 @@ def test_max_retries_reached_is_recorded_and_alerted_never_rescheduled(stack):
     assert stack.recharge_requests(charge) == [] and stack.dunning_requests(charge) == []
     logged = errors(stack, charge)
     assert [(e["function_name"], e["errorType"]) for e in logged] == [("rechargedunning", "RechargeMaxRetriesReached")]
-    assert_alerted(stack, "rechargedunning", "RechargeMaxRetriesReached")
+    assert_alerted(stack, "rechargedunning", "RechargeMaxRetriesReached", per=f"recharge-charge-{charge}")
     assert len(inbox(stack, charge)) == 2
 
 
