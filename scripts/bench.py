@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack as stack_mod  # noqa: E402  (the local stack: moto, tables, seeds, fake KBank)
+import panic_runtime  # noqa: E402  (which panic runtime a built bootstrap links)
 
 ROOT = stack_mod.ROOT
 now = time.perf_counter
@@ -293,6 +294,7 @@ class Result:
     calls: list[list[Call]]
     failures: int
     zip_mb: float | None = None
+    panic: str | None = None
     baseline: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -314,6 +316,7 @@ class Result:
             "calls": ops,
             "failures": self.failures,
             "zip_mb": round(self.zip_mb, 2) if self.zip_mb is not None else None,
+            "panic": self.panic,
         }
         if self.baseline:
             base = statistics.median(self.baseline)
@@ -430,8 +433,9 @@ class Bench:
         cmd = ["cargo", "build", "--workspace", "--bins"] + ([] if self.args.quick else ["--release"])
         subprocess.run(cmd, cwd=ROOT, check=True)
 
-    def zips(self) -> dict[str, float]:
-        """arm64 deployment zips, as `sam build` (BuildMethod rust-cargolambda) makes them."""
+    def zips(self) -> dict[str, tuple[float, str]]:
+        """arm64 deployment zips, as `sam build` (BuildMethod rust-cargolambda) makes them: size in
+        MB and the panic runtime the bootstrap links (scripts/panic_runtime.py; must be unwind)."""
         env = {**os.environ, "PATH": f"{stack_mod.BIN}:{os.environ['PATH']}"}
         subprocess.run([str(stack_mod.BIN / "cargo-lambda"), "lambda", "build", "--release", "--arm64",
                         "--output-format", "zip", "--workspace"], cwd=ROOT, check=True, env=env)
@@ -439,7 +443,7 @@ class Bench:
         for f in self.functions():
             z = ROOT / "target" / "lambda" / f.name / "bootstrap.zip"
             if z.exists():
-                sizes[f.name] = z.stat().st_size / 1e6
+                sizes[f.name] = (z.stat().st_size / 1e6, panic_runtime.panic_runtime(panic_runtime.read_bootstrap(z)))
         return sizes
 
     def start(self) -> None:
@@ -537,7 +541,7 @@ def table(results: list[dict]) -> str:
             ("warm p99 ms", "warm_p99_ms", "{:.1f}"), ("RSS MB", "peak_rss_mb", "{:.1f}"),
             ("calls", "calls_per_invocation", "{}"), ("critical", "critical_path_calls", "{}"),
             ("baseline p50", "baseline_warm_median_ms", "{:.1f}"), ("ratio", "ratio_to_baseline", "{:.2f}"),
-            ("zip MB", "zip_mb", "{:.2f}")]
+            ("zip MB", "zip_mb", "{:.2f}"), ("panic", "panic", "{}")]
     rows = [[h for h, _, _ in cols]]
     for r in results:
         rows.append([fmt.format(r[k]) if r.get(k) is not None else "-" for _, k, fmt in cols])
@@ -572,7 +576,7 @@ def main() -> None:
             if wanted and f.name not in wanted:
                 continue
             r = bench.bench(f)
-            r.zip_mb = zips.get(f.name)
+            r.zip_mb, r.panic = zips.get(f.name, (None, None))
             results.append(r.summary())
             print(f"  {f.name}: warm p50 {results[-1]['warm_median_ms']} ms", file=sys.stderr, flush=True)
     finally:
