@@ -437,8 +437,9 @@ class Bench:
         """arm64 deployment zips, as `sam build` (BuildMethod rust-cargolambda) makes them: size in
         MB and the panic runtime the bootstrap links (scripts/panic_runtime.py; must be unwind)."""
         env = {**os.environ, "PATH": f"{stack_mod.BIN}:{os.environ['PATH']}"}
+        bins = [a for f in self.functions() for a in ("--bin", f.name)]  # not the CLI, not the baseline
         subprocess.run([str(stack_mod.BIN / "cargo-lambda"), "lambda", "build", "--release", "--arm64",
-                        "--output-format", "zip", "--workspace"], cwd=ROOT, check=True, env=env)
+                        "--output-format", "zip", *bins], cwd=ROOT, check=True, env=env)
         sizes = {}
         for f in self.functions():
             z = ROOT / "target" / "lambda" / f.name / "bootstrap.zip"
