@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/requirements.installed
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv build dev demo records test unit e2e lint bench bench-smoke actionlint
+.PHONY: venv build dev demo records test unit e2e lint bench bench-smoke actionlint browser
 
 venv: $(VENV_STAMP)
 
@@ -44,8 +44,18 @@ unit: venv
 	$(PY) scripts/stack.py with-aws -- cargo test -p salary --test ledger_dynamodb -- --ignored
 	$(PY) scripts/stack.py with-aws -- cargo test -p recharge --test dunning_dynamodb -- --ignored
 
-# End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat.
-e2e: venv
+# The browser test's headless Chromium, from Debian's packages (chromium, chromium-driver):
+# installed when missing (as root, as CI runs; otherwise through sudo).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium chromium-driver; \
+	fi
+
+# End-to-end tests (they start their own stack on free ports), the template test, PynamoDB compat,
+# the bill-pay browser test.
+e2e: venv browser
 	$(PY) -m pytest tests
 
 lint: venv actionlint

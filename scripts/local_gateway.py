@@ -294,6 +294,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._inject()
         self._route("PUT")
 
+    def do_OPTIONS(self):
+        # CORS preflight: routed like any method (the bill APIs declare OPTIONS routes and answer them).
+        self._route("OPTIONS")
+
     def do_PATCH(self):
         self._route("PATCH")
 

@@ -253,6 +253,115 @@ def function_specs(template: dict, branch: str) -> list[FunctionSpec]:
     return specs
 
 
+# ------------------------------------------------------------------------- S3 imports, Step Functions (bills, salary files)
+#
+# moto cannot invoke a Lambda function from a bucket notification without Docker. So every
+# function with an `S3` event in template.yaml gets an SQS queue, the bucket's notification
+# configuration sends that event's objects (same events, same prefix/suffix filter) to it, and
+# scripts/s3_events.py turns each message into an invoke of the function. A new import needs
+# nothing here: its S3 event in the template is the registration. State machines are created
+# from their ASL files with DefinitionSubstitutions resolved, and moto executes them.
+
+LOCAL_ACCOUNT = "123456789012"  # moto's default account
+BILL_FROM = "payment3-bills@payment3.local"
+# Template parameters as the local stack sets them (others take their Default).
+LOCAL_PARAMETERS = {"AlertEmailFrom": ALERT_FROM, "AlertEmailTo": ALERT_TO, "BillEmailFrom": BILL_FROM}
+
+
+def _params(template: dict, branch: str) -> dict[str, str]:
+    params = {name: str(p.get("Default", "")) for name, p in (template.get("Parameters") or {}).items()}
+    params.update(LOCAL_PARAMETERS)
+    params.update({"Branch": branch, "FunctionNameSuffix": "", "AWS::AccountId": LOCAL_ACCOUNT,
+                   "AWS::Region": REGION, "AWS::Partition": "aws"})
+    return params
+
+
+def bucket_names(template: dict, branch: str) -> dict[str, str]:
+    """Every AWS::S3::Bucket: logical id -> BucketName."""
+    params = _params(template, branch)
+    return {lid: _sub(r["Properties"]["BucketName"], params)
+            for lid, r in template.get("Resources", {}).items() if r.get("Type") == "AWS::S3::Bucket"}
+
+
+@dataclass
+class S3Import:
+    function: str  # logical id
+    binary: str
+    bucket: str
+    events: list[str]
+    rules: list[dict]  # S3 FilterRules: [{"Name": "prefix"|"suffix", "Value": ...}]
+    timeout: int
+
+    @property
+    def queue(self) -> str:
+        return f"payment3-s3-events-{self.binary}"
+
+
+def s3_imports(template: dict, branch: str) -> list[S3Import]:
+    """Every S3 event of every function."""
+    buckets = bucket_names(template, branch)
+    timeout = ((template.get("Globals") or {}).get("Function") or {}).get("Timeout", 30)
+    found = []
+    for lid, r in template.get("Resources", {}).items():
+        if r.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = r.get("Properties") or {}
+        binary = (r.get("Metadata") or {}).get("BuildProperties", {}).get("Binary")
+        for event in (props.get("Events") or {}).values():
+            if event.get("Type") != "S3":
+                continue
+            p = event["Properties"]
+            events = p["Events"] if isinstance(p["Events"], list) else [p["Events"]]
+            rules = (((p.get("Filter") or {}).get("S3Key") or {}).get("Rules")) or []
+            found.append(S3Import(lid, binary, buckets[p["Bucket"]["Ref"]], events, rules,
+                                  int(props.get("Timeout", timeout))))
+    return found
+
+
+def _resolve(value: Any, template: dict, branch: str) -> str:
+    """A DefinitionSubstitutions value: a literal, !Ref of a parameter, table or bucket, !Sub, !GetAtt X.Arn."""
+    params = _params(template, branch)
+    resources = template.get("Resources", {})
+    if isinstance(value, dict) and "Ref" in value:
+        ref = value["Ref"]
+        if ref in params:
+            return params[ref]
+        r = resources[ref]
+        if r["Type"] == "AWS::DynamoDB::Table":
+            return _sub(r["Properties"]["TableName"], params)
+        if r["Type"] == "AWS::S3::Bucket":
+            return _sub(r["Properties"]["BucketName"], params)
+        raise ValueError(f"cannot resolve !Ref {ref} locally")
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        ref, attr = value["Fn::GetAtt"]
+        r = resources[ref]
+        if r["Type"] == "AWS::DynamoDB::Table" and attr == "Arn":
+            return f"arn:aws:dynamodb:{REGION}:{LOCAL_ACCOUNT}:table/{_sub(r['Properties']['TableName'], params)}"
+        raise ValueError(f"cannot resolve !GetAtt {ref}.{attr} locally")
+    return str(_sub(value, params))
+
+
+def state_machine_specs(template: dict, branch: str) -> dict[str, tuple[str, str]]:
+    """Every AWS::Serverless::StateMachine: logical id -> (name, definition with substitutions)."""
+    params = _params(template, branch)
+    specs = {}
+    for lid, r in template.get("Resources", {}).items():
+        if r.get("Type") != "AWS::Serverless::StateMachine":
+            continue
+        props = r["Properties"]
+        definition = (ROOT / props["DefinitionUri"]).read_text()
+        for key, value in (props.get("DefinitionSubstitutions") or {}).items():
+            definition = definition.replace("${" + key + "}", _resolve(value, template, branch))
+        specs[lid] = (_sub(props["Name"], params), definition)
+    return specs
+
+
+def state_machine_arn(template: dict, branch: str, logical_id: str) -> str:
+    specs = state_machine_specs(template, branch)
+    name = specs[logical_id][0] if logical_id in specs else f"{logical_id}-{branch}"
+    return f"arn:aws:states:{REGION}:{LOCAL_ACCOUNT}:stateMachine:{name}"
+
+
 # ------------------------------------------------------------------------- processes
 
 
@@ -337,6 +446,7 @@ class Ports:
     gateway: int  # routes and the Invoke API, as the functions and users see them
     recharge: int = 0  # the stand-in Recharge API (and the admin API of both Recharge stand-ins)
     dunning: int = 0  # the stand-in dunning service
+    web: int = field(default_factory=free_port)  # the static pages of web/ (the bill-pay page)
 
     @classmethod
     def free(cls) -> "Ports":
@@ -395,6 +505,7 @@ class Stack:
             "gateway": f"http://127.0.0.1:{self.ports.gateway}",
             "recharge": f"http://127.0.0.1:{self.ports.recharge}",
             "dunning": f"http://127.0.0.1:{self.ports.dunning}",
+            "web": f"http://127.0.0.1:{self.ports.web}",
         }
 
     def function_env(self) -> dict[str, str]:
@@ -431,6 +542,8 @@ class Stack:
             "DUNNING_TIMEOUT_MS": "1000",
             "DUNNING_CLAIM_LEASE_SECONDS": "60",
             "RUST_LOG": "info",
+            # Bill payments (SPEC 10): the payment workflow moto runs.
+            "BILL_PAYMENT_STATE_MACHINE_ARN": state_machine_arn(self.template, self.branch, "BillPaymentStateMachine"),
             **self.extra_env,
         }
 
@@ -503,11 +616,15 @@ class Stack:
             self.start_aws(replay=False)
             self.create_tables()
             self.create_queues()
+            self.create_buckets()
+            self.create_state_machines()
             self.seed()
             self._start_kbank()
             self._start_recharge()
             self._start_watch()
             self._start_gateway()
+            self._start_s3_events()
+            self._start_web()
         except BaseException:
             self.stop()
             raise
@@ -548,6 +665,75 @@ class Stack:
         for name in queue_names(self.template, self.branch).values():
             sqs.create_queue(QueueName=name)
 
+    # -- S3 imports, state machines, web pages (see the section above Ports)
+
+    def create_buckets(self) -> None:
+        s3 = self.boto("s3")
+        for name in bucket_names(self.template, self.branch).values():
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+    def bucket(self, logical_id: str = "BillsBucket") -> str:
+        return bucket_names(self.template, self.branch)[logical_id]
+
+    def _route_s3_imports(self) -> list[tuple[str, str]]:
+        """One queue per importing function; each bucket notifies them. Returns (queue URL, binary)."""
+        sqs, s3 = self.boto("sqs"), self.boto("s3")
+        routes, by_bucket = [], {}
+        for imp in s3_imports(self.template, self.branch):
+            url = sqs.create_queue(QueueName=imp.queue,
+                                   Attributes={"VisibilityTimeout": str(imp.timeout)})["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            config = {"Id": imp.function, "QueueArn": arn, "Events": imp.events}
+            if imp.rules:
+                config["Filter"] = {"Key": {"FilterRules": imp.rules}}
+            by_bucket.setdefault(imp.bucket, []).append(config)
+            routes.append((url, imp.binary))
+        for bucket, configs in by_bucket.items():
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs})
+        return routes
+
+    def _start_s3_events(self) -> None:
+        routes = self._route_s3_imports()
+        if not routes:
+            return
+        args = [sys.executable, str(ROOT / "scripts" / "s3_events.py"), "--moto", self.urls["moto"],
+                "--invoke", self.urls["gateway"], "--region", REGION]
+        for url, binary in routes:
+            args += ["--route", f"{url}={binary}"]
+        self._spawn("s3events", args)
+
+    def create_state_machines(self) -> None:
+        """Every state machine of the template, from its ASL file; moto executes them (it calls
+        the services back on MOTO_PORT, which scripts/moto_serial.py sets to its own port)."""
+        specs = state_machine_specs(self.template, self.branch)
+        if not specs:
+            return
+        req = urllib.request.Request(f"{self.urls['moto']}/moto-api/config", method="POST",
+                                     data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        sfn = self.boto("stepfunctions")
+        for name, definition in specs.values():
+            sfn.create_state_machine(name=name, definition=definition,
+                                     roleArn=f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{name}-role")
+
+    def _start_web(self) -> None:
+        """The static pages of web/ (no build step), on their own port, as S3 website hosting would serve them."""
+        if not (ROOT / "web").is_dir():
+            return
+        service = self._spawn("web", [sys.executable, "-m", "http.server", str(self.ports.web),
+                                      "--bind", "127.0.0.1", "--directory", str(ROOT / "web")])
+        wait_for_port(self.ports.web, service.proc, 30, "web page server", service.log)
+
+    def bill_pay_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.web}/bill-pay/?api={self.urls['gateway']}"
+
+    def sent_sms(self) -> list[dict]:
+        """Every SMS moto's SNS accepted: {phone_number, message, message_id}."""
+        with urllib.request.urlopen(f"{self.urls['moto']}/moto-api/data.json", timeout=10) as resp:
+            return list(json.loads(resp.read()).get("sns", {}).get("SMS", []))
+
     def queue_url(self, logical_id: str = "FailedEventsQueue") -> str:
         name = queue_names(self.template, self.branch)[logical_id]
         return self.boto("sqs").get_queue_url(QueueName=name)["QueueUrl"]
@@ -566,7 +752,7 @@ class Stack:
 
     def seed(self) -> None:
         ses = self.boto("ses")
-        for address in (ALERT_FROM, NOTICE_FROM):
+        for address in (ALERT_FROM, NOTICE_FROM, BILL_FROM):
             ses.verify_email_identity(EmailAddress=address)
         self.boto("secretsmanager").create_secret(
             Name=KBANK_SECRET_NAME, SecretString=json.dumps({"secretKey": KBANK_SECRET_KEY})
@@ -959,6 +1145,7 @@ Try it:""")
   then: make demo   (replays events/ and prints the records)   or: make records
 """, flush=True)
     print_operator_examples(stack)
+    print_bills_banner(stack)
     print("Ctrl-C stops everything this started.\n", flush=True)
 
 
@@ -990,6 +1177,22 @@ def recharge_headers(body: bytes, topic: str = "charge/failed", secret: str = RE
 
     digest = hashlib.sha256(secret.encode() + body).hexdigest()
     return {"Content-Type": "application/json", "X-Recharge-Topic": topic, "X-Recharge-Hmac-Sha256": digest}
+
+
+def print_bills_banner(stack: Stack) -> None:
+    """Bill payments (SPEC 10): how to load the sample bills file and where the page is."""
+    if "BillsBucket" not in bucket_names(stack.template, stack.branch):
+        return
+    print(f"""Bill payments (SPEC 10):
+  1. upload the sample bills file (the bucket notifies the import through SQS, see docs/local-stack.md):
+       .venv/bin/python scripts/stack.py upload-bills events/bills-import/paymentbalance.csv
+     (the same as: aws s3 cp events/bills-import/paymentbalance.csv s3://{stack.bucket()}/bills/paymentbalance.csv --endpoint-url {stack.urls['moto']})
+     then the import report: s3://{stack.bucket()}/bills/paymentbalance.csv.report.json (make records shows the bills)
+  2. open the bill-pay page: {stack.bill_pay_url()}
+     look up InvoiceID 1, pay with card 4242 4242 4242 4242, expiry 12/30, e-mail and/or phone (+66812345678)
+  3. e-mails and texts moto recorded: {stack.urls['moto']}/moto-api/data.json (ses.Message, sns.SMS)
+     or: .venv/bin/python scripts/stack.py sent
+""", flush=True)
 
 
 def notify_body(charge_id: str, amount: str) -> dict:
@@ -1057,6 +1260,38 @@ def demo(stack: Stack) -> None:
     print_records(stack)
 
 
+def upload_bills(stack: Stack, rest: list[str]) -> None:
+    """Puts a bills file into the bills bucket (as `aws s3 cp` would); the import runs on its event."""
+    if not rest:
+        sys.exit("usage: stack.py upload-bills FILE [KEY]")
+    path = Path(rest[0])
+    key = rest[1] if len(rest) > 1 else f"bills/{path.name}"
+    stack.boto("s3").put_object(Bucket=stack.bucket(), Key=key, Body=path.read_bytes())
+    print(f"uploaded {path} to s3://{stack.bucket()}/{key}; the report will be s3://{stack.bucket()}/{key}.report.json")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            body = stack.boto("s3").get_object(Bucket=stack.bucket(), Key=f"{key}.report.json")["Body"].read()
+        except Exception:  # not there yet
+            time.sleep(0.5)
+            continue
+        report = json.loads(body)
+        if report.get("etag") and report.get("status"):
+            print(json.dumps({k: report[k] for k in ("status", "rows", "written", "kept", "rejected", "calls")}))
+            for row in report.get("rejected_rows", [])[:10]:
+                print(f"  line {row['line']}: {row['reason']}")
+            return
+    print("no report after 60 s: see the s3events and watch logs")
+
+
+def print_sent(stack: Stack) -> None:
+    """The e-mails and texts moto recorded."""
+    for mail in stack.sent_emails():
+        print(f"e-mail to {mail.get('destinations')}: {mail.get('subject')}")
+    for sms in stack.sent_sms():
+        print(f"SMS to {sms.get('phone_number')}: {sms.get('message')}")
+
+
 def with_aws(command: list[str]) -> None:
     """Runs `command` with a local DynamoDB (the stack's serial moto, on a free port) in
     PAYMENT3_DYNAMODB_ENDPOINT, then stops it: for the Rust tests that need a real DynamoDB API."""
@@ -1076,9 +1311,10 @@ def with_aws(command: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["dev", "demo", "records", "with-aws", "sign"])
+    parser.add_argument("command", choices=["dev", "demo", "records", "with-aws", "sign", "upload-bills", "sent"])
     parser.add_argument("rest", nargs=argparse.REMAINDER,
-                        help="with-aws: the command to run; sign: ROUTE 'JSON BODY' (prints a signed curl)")
+                        help="with-aws: the command to run; sign: ROUTE 'JSON BODY' (prints a signed curl); "
+                             "upload-bills: FILE [KEY]")
     parser.add_argument("--state", default=str(ROOT / ".stack"), help="state directory (logs, recordings)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 9000)),
                         help="HTTP routes and the Lambda Invoke API")
@@ -1102,11 +1338,16 @@ def main() -> None:
         return demo(Stack.attach(state))
     if args.command == "records":
         return print_records(Stack.attach(state))
+    if args.command == "upload-bills":
+        return upload_bills(Stack.attach(state), args.rest)
+    if args.command == "sent":
+        return print_sent(Stack.attach(state))
 
     if state.exists():
         shutil.rmtree(state)  # moto is in-memory: a new stack starts from nothing
     stack = Stack(state_dir=state, ports=Ports(args.moto_port, args.kbank_port, args.watch_port, args.port,
-                                                    args.recharge_port, args.dunning_port),
+                                                    args.recharge_port, args.dunning_port,
+                                                    int(os.environ.get("WEB_PORT", 9080))),
                   delayed_notify_seconds=args.delayed_notify_seconds, reload=args.reload)
     stop = threading.Event()
     # Ctrl-C (also when started from a script, where SIGINT may arrive ignored), kill, hang-up.

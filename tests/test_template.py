@@ -112,6 +112,21 @@ ACCESS: dict[str, dict[str, set[str]]] = {
         "table:recharge-dunning": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
         "secret:recharge": {"secretsmanager:GetSecretValue"},
     },
+    # Bill payments (SPEC 10). Their own table by !GetAtt (resource:<LogicalId>), the bucket's
+    # objects by name (objects:<bucket>/<prefix>: a !GetAtt would make the bucket's notification
+    # and the function depend on each other), the state machine by !Ref.
+    "bills-import": {
+        **_ERRORS,
+        "resource:PaymentBalanceTable": {"dynamodb:UpdateItem"},
+        "objects:BillsBucket/bills/*": {"s3:GetObject", "s3:PutObject"},
+        "bucket:BillsBucket": {"s3:ListBucket"},
+    },
+    "bills-balance": {**_ERRORS, "resource:PaymentBalanceTable": {"dynamodb:GetItem"}},
+    "bills-pay": {
+        **_ERRORS,
+        "resource:PaymentBalanceTable": {"dynamodb:GetItem"},
+        "resource:BillPaymentStateMachine": {"states:StartExecution"},
+    },
 }
 
 # SDK operations (method names on the aws-sdk clients) and the IAM action each needs.
@@ -338,14 +353,23 @@ def library_files() -> list[Path]:
 
 @cache
 def libraries_of(crate: str) -> list[Path]:
-    """callback-core and the other crates/<name> a function crate depends on, by their files."""
-    deps = tomllib.loads((FUNCTIONS / crate / "Cargo.toml").read_text()).get("dependencies", {})
+    """callback-core and the other crates/<name> a function crate depends on, directly or through
+    another of them (bills-import -> bills -> s3-import), by their files."""
     files = core_files()
-    for name in sorted(deps):
-        src = CRATES / name / "src"
-        if name != "callback-core" and src.is_dir():
-            files = files + sorted(src.rglob("*.rs"))
+    for name in sorted(_library_crates(FUNCTIONS / crate / "Cargo.toml", set())):
+        files = files + sorted((CRATES / name / "src").rglob("*.rs"))
     return files
+
+
+def _library_crates(manifest: Path, seen: set[str]) -> set[str]:
+    """The workspace library crates under crates/ a manifest depends on, transitively (not callback-core)."""
+    deps = tomllib.loads(manifest.read_text()).get("dependencies", {})
+    for dep in deps:
+        lib = CRATES / dep / "Cargo.toml"
+        if dep != "callback-core" and dep not in seen and lib.exists():
+            seen.add(dep)
+            _library_crates(lib, seen)
+    return seen
 
 
 def crate_files(crate: str) -> list[Path]:
@@ -501,7 +525,10 @@ def code_indexes() -> set[str]:
 
 def sdk_operations() -> set[str]:
     found = set()
-    for path in all_rust_files():
+    # crates/s3-import is a toolkit (BatchWriteItem for one import, conditional transactions for
+    # another): what a function uses of it is granted on that function, not every call it offers.
+    toolkit = ROOT / "crates" / "s3-import"
+    for path in [p for p in all_rust_files() if toolkit not in p.parents]:
         found |= set(re.findall(r"\.(%s)\(\)" % "|".join(SDK_ACTIONS), source(path)))
     return found
 
@@ -681,6 +708,8 @@ def test_timeouts_fit_the_work():
             assert timeout == 240, fid
         elif kebab.startswith("process-paid"):
             assert timeout == 200, fid
+        elif kebab == "bills-import":
+            assert timeout == 300, f"{fid}: S3 invokes it asynchronously; a large file needs minutes"
 
 
 def test_process_paid_functions_are_told_their_kind():
@@ -913,6 +942,15 @@ def _target(fid: str, statement: dict, resource) -> str:
     assert "*" not in values, f"{fid}: Resource '*'"
     kinds = set()
     for value in values:
+        s3 = re.fullmatch(r"arn:\$\{AWS::Partition\}:s3:::(?P<bucket>[^/]+)(?P<objects>/.*)?", value)
+        if s3:
+            buckets = {one(r["Properties"]["BucketName"]): lid for lid, r in resources("AWS::S3::Bucket").items()}
+            assert s3["bucket"] in buckets, f"{fid}: {value} is not a bucket of the template"
+            kinds.add(f"objects:{buckets[s3['bucket']]}{s3['objects']}" if s3["objects"] else f"bucket:{buckets[s3['bucket']]}")
+            continue
+        if re.fullmatch(r"\$\{\w+\}", value) and template()["Resources"].get(value[2:-1], {}).get("Type") == "AWS::Serverless::StateMachine":
+            kinds.add(f"resource:{value[2:-1]}")
+            continue
         if re.fullmatch(r"\$\{\w+\.Arn\}", value):
             assert value[2:-5] in template()["Resources"], f"{fid}: {value} is not a resource of the template"
             kinds.add(f"resource:{value[2:-5]}")
