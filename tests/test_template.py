@@ -117,7 +117,7 @@ ACCESS: dict[str, dict[str, set[str]]] = {
     # and the function depend on each other), the state machine by !Ref.
     "bills-import": {
         **_ERRORS,
-        "resource:PaymentBalanceTable": {"dynamodb:UpdateItem"},
+        "resource:PaymentBalanceTable": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
         "objects:BillsBucket/bills/*": {"s3:GetObject", "s3:PutObject"},
         "bucket:BillsBucket": {"s3:ListBucket"},
     },
@@ -710,6 +710,13 @@ def test_timeouts_fit_the_work():
             assert timeout == 200, fid
         elif kebab == "bills-import":
             assert timeout == 300, f"{fid}: S3 invokes it asynchronously; a large file needs minutes"
+
+
+def test_the_bills_import_runs_one_at_a_time():
+    """New bills are unconditional BatchWriteItem Puts: correct only while no second import can
+    create the same bill between the import's read and its write (crates/bills/src/import.rs)."""
+    fid = function_by_kebab()["bills-import"]
+    assert function_resources()[fid]["Properties"].get("ReservedConcurrentExecutions") == 1
 
 
 def test_process_paid_functions_are_told_their_kind():

@@ -1,27 +1,71 @@
 //! The bills import (SPEC 10): a `.csv` lands in the bills bucket; every row is validated and
 //! upserted into the bills table; bad rows go to `<key>.report.json` with their line and reason.
 //!
-//! - Streaming: rows are read from GetObject's body as it arrives; at most `in_flight` chunks of
-//!   100 rows are held.
-//! - Never reopening a paid bill: each row is a conditional update (`IsProcessed = 0` or no
-//!   bill yet), 100 per `TransactWriteItems` call (s3_import::dynamo::write_conditional); a
-//!   paid bill refuses the write and the row is listed as kept.
+//! # How rows are written
+//!
+//! Rows are read from GetObject's body as it arrives (never the whole file) and go in chunks of
+//! up to 100 bills, at most `in_flight` chunks at a time. For each chunk:
+//!
+//! 1. one strongly consistent `BatchGetItem` (100 keys, `InvoiceID`, `IsProcessed`,
+//!    `SourceTime` only; unprocessed keys asked again with backoff) says which bills exist;
+//! 2. **bills that do not exist** are written with `BatchWriteItem` Puts (25 per call,
+//!    `UnprocessedItems` sent again with backoff): 0.05 calls and one write unit per row;
+//! 3. **bills that exist and are paid** (`IsProcessed = 1`), or were set by a newer file
+//!    (`SourceTime` later than this file's LastModified), are not written: listed as kept in
+//!    the report;
+//! 4. **bills that exist and are unpaid** are conditional updates, 100 per `TransactWriteItems`
+//!    (s3_import::dynamo::write_conditional) with the condition
+//!    `(no IsProcessed OR IsProcessed = 0) AND (no SourceTime OR SourceTime <= this file's)`,
+//!    checked by DynamoDB at write time: a bill paid between the read and the write refuses its
+//!    write and is listed as kept.
+//!
+//! A file of new bills costs 0.01 (BatchGet) + 0.04 (BatchWrite) calls per row; a file that
+//! re-lists unpaid bills 0.02 per re-listed row (two write units each, the price of the
+//! condition); plus 3 calls per file (report read, GetObject, report write).
+//!
+//! # Why an unconditional Put never reopens a paid bill
+//!
+//! A Put is sent only for a bill the strongly consistent read just before found absent. To
+//! overwrite a paid bill, somebody else would have to create that bill, and it would have to
+//! be paid, between that read and the write. Two things write this table:
+//!
+//! - the payment workflow (statemachines/bill-payment.asl.json, ProcessPayment): one
+//!   conditional UpdateItem requiring `attribute_exists(InvoiceID) AND IsProcessed = 0 AND
+//!   Balance = :amount`. It never creates a bill, so it can only pay one an import created;
+//! - bills imports: the only creators of bills.
+//!
+//! So the window needs a second import running at the same time as this one, and none does:
+//! the import function has `ReservedConcurrentExecutions: 1` (template.yaml;
+//! tests/test_template.py keeps it so), so S3's events for it, duplicates and retries after a
+//! crash or timeout included, run one at a time (Lambda retries an asynchronous event only
+//! after the failed run has ended, a minute or more later). On the local stack
+//! scripts/s3_events.py invokes each queue's messages one at a time. Within one run, chunks in
+//! flight hold different bills: a bill listed twice in a file waits until every write in flight
+//! is done, and its second row's chunk then reads the bill as existing and takes the
+//! conditional path (the later row wins, and a bill paid in between stays paid).
+//!
+//! # Duplicate events, crashes, older files
+//!
+//! - A `complete` report for the same eTag means the file was imported: a second delivery does
+//!   nothing.
+//! - A retry after a crash runs the whole file again: bills written by the crashed run now
+//!   exist, so they take the conditional path and are set to the same values (same
+//!   `SourceTime`); a bill paid meanwhile stays paid.
 //! - A newer file wins: each item keeps `SourceTime`, the S3 object's LastModified; a row from
-//!   an older file (an old event delivered late) refuses to overwrite a newer one.
-//! - Duplicate events and retries: a `complete` report for the same eTag means the file was
-//!   imported, so a second delivery does nothing; a retry after a crash runs the whole file
-//!   again, and since every write sets the file's values (same `SourceTime`), writing a row a
-//!   second time changes nothing.
+//!   an older file (an old event delivered late) does not overwrite a newer one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 use callback_core::{isoformat, Clock};
 use futures::stream::{FuturesUnordered, StreamExt};
 use s3_import::csv::{is_blank, CsvRows};
 use s3_import::dynamo::{
-    write_conditional, BatchApi, ConditionalChunk, ConditionalResult, Retry, WriteError,
+    read_batched, write_batched, write_conditional, BatchApi, ConditionalChunk, Item, Retry,
+    WriteError, BATCH_GET_MAX,
 };
 use s3_import::event::ObjectCreated;
 use s3_import::objects::{ObjectError, ObjectStore};
@@ -55,50 +99,167 @@ pub struct Importer {
     pub db: Arc<dyn BatchApi>,
     pub clock: Arc<dyn Clock>,
     pub table: String,
-    /// Transactions in flight at once.
+    /// Chunks (of up to 100 bills) in flight at once.
     pub in_flight: usize,
     pub retry: Retry,
 }
 
-/// The item key text of a bill (chunks hold each bill once).
-fn key_text(row: &BillRow) -> String {
-    row.invoice.to_string()
+/// The file a chunk comes from: what every write of it records.
+struct Source {
+    key: String,
+    time: String,
+    now: String,
+}
+
+/// What became of a chunk's rows.
+#[derive(Default)]
+struct ChunkResult {
+    written: u64,
+    kept: Vec<(u64, &'static str)>,
+    calls: u64,
+}
+
+const PAID: &str = "not changed: the bill is paid";
+const NEWER: &str = "not changed: a newer file set it";
+const REFUSED: &str = "not changed: the bill is paid, or a newer file set it";
+
+fn number(row: &BillRow) -> AttributeValue {
+    AttributeValue::N(row.invoice.to_string())
+}
+
+fn processed(row: &BillRow) -> AttributeValue {
+    AttributeValue::N(if row.processed { "1" } else { "0" }.into())
+}
+
+/// A bill that did not exist: the whole item.
+fn put_for(row: &BillRow, src: &Source) -> WriteRequest {
+    let item = PutRequest::builder()
+        .item("InvoiceID", number(row))
+        .item("CustomerName", AttributeValue::S(row.customer_name.clone()))
+        .item("Balance", AttributeValue::N(row.balance.to_string()))
+        .item("IsProcessed", processed(row))
+        .item("SourceKey", AttributeValue::S(src.key.clone()))
+        .item("SourceTime", AttributeValue::S(src.time.clone()))
+        .item("ImportedAt", AttributeValue::S(src.now.clone()))
+        .build()
+        .expect("the item is set");
+    WriteRequest::builder().put_request(item).build()
+}
+
+/// A bill that exists and was unpaid when read: the file's values, if it still is.
+fn update_for(table: &str, row: &BillRow, src: &Source) -> TransactWriteItem {
+    let update = Update::builder()
+        .table_name(table)
+        .key("InvoiceID", number(row))
+        .update_expression(
+            "SET CustomerName = :name, Balance = :balance, IsProcessed = :processed, \
+             SourceKey = :key, SourceTime = :time, ImportedAt = :now",
+        )
+        .condition_expression(
+            "(attribute_not_exists(IsProcessed) OR IsProcessed = :zero) AND \
+             (attribute_not_exists(SourceTime) OR SourceTime <= :time)",
+        )
+        .expression_attribute_values(":name", AttributeValue::S(row.customer_name.clone()))
+        .expression_attribute_values(":balance", AttributeValue::N(row.balance.to_string()))
+        .expression_attribute_values(":processed", processed(row))
+        .expression_attribute_values(":key", AttributeValue::S(src.key.clone()))
+        .expression_attribute_values(":time", AttributeValue::S(src.time.clone()))
+        .expression_attribute_values(":now", AttributeValue::S(src.now.clone()))
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .build()
+        .expect("table, key and expression are set");
+    TransactWriteItem::builder().update(update).build()
+}
+
+/// Reads which bills of the chunk exist, then writes each the way its state allows.
+async fn write_chunk(
+    db: Arc<dyn BatchApi>,
+    table: String,
+    retry: Retry,
+    src: Arc<Source>,
+    rows: Vec<(u64, BillRow)>,
+) -> Result<ChunkResult, WriteError> {
+    let keys = rows
+        .iter()
+        .map(|(_, row)| Item::from([("InvoiceID".to_string(), number(row))]))
+        .collect();
+    let (found, read_calls) = read_batched(
+        db.as_ref(),
+        &table,
+        keys,
+        &["InvoiceID", "IsProcessed", "SourceTime"],
+        retry,
+    )
+    .await?;
+    let text = |item: &Item, name: &str| match item.get(name) {
+        Some(AttributeValue::N(v) | AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let existing: HashMap<String, (bool, Option<String>)> = found
+        .iter()
+        .filter_map(|item| {
+            let id = text(item, "InvoiceID")?;
+            Some((
+                id,
+                (
+                    text(item, "IsProcessed").as_deref() == Some("1"),
+                    text(item, "SourceTime"),
+                ),
+            ))
+        })
+        .collect();
+    let mut result = ChunkResult {
+        calls: read_calls,
+        ..Default::default()
+    };
+    let mut puts = Vec::new();
+    let mut conditional: ConditionalChunk<u64> = ConditionalChunk::default();
+    for (line, row) in &rows {
+        match existing.get(&row.invoice.to_string()) {
+            None => puts.push(put_for(row, &src)),
+            Some((true, _)) => result.kept.push((*line, PAID)),
+            Some((false, Some(time))) if time.as_str() > src.time.as_str() => {
+                result.kept.push((*line, NEWER))
+            }
+            Some(_) => conditional.push(
+                *line,
+                row.invoice.to_string(),
+                update_for(&table, row, &src),
+            ),
+        }
+    }
+    let new_bills = puts.len() as u64;
+    let (batched, conditioned) = tokio::join!(
+        async {
+            if puts.is_empty() {
+                Ok(0)
+            } else {
+                write_batched(db.as_ref(), &table, puts, 4, retry).await
+            }
+        },
+        async {
+            if conditional.is_empty() {
+                Ok(None)
+            } else {
+                write_conditional(db.as_ref(), &table, conditional, retry)
+                    .await
+                    .map(Some)
+            }
+        }
+    );
+    result.calls += batched?;
+    result.written += new_bills;
+    if let Some(c) = conditioned? {
+        result.calls += c.calls;
+        result.written += c.written.len() as u64;
+        result
+            .kept
+            .extend(c.refused.into_iter().map(|(line, _)| (line, REFUSED)));
+    }
+    Ok(result)
 }
 
 impl Importer {
-    fn write_for(
-        &self,
-        row: &BillRow,
-        source_key: &str,
-        source_time: &str,
-        now: &str,
-    ) -> TransactWriteItem {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("InvoiceID", AttributeValue::N(row.invoice.to_string()))
-            .update_expression(
-                "SET CustomerName = :name, Balance = :balance, IsProcessed = :processed, \
-                 SourceKey = :key, SourceTime = :time, ImportedAt = :now",
-            )
-            .condition_expression(
-                "(attribute_not_exists(IsProcessed) OR IsProcessed = :zero) AND \
-                 (attribute_not_exists(SourceTime) OR SourceTime <= :time)",
-            )
-            .expression_attribute_values(":name", AttributeValue::S(row.customer_name.clone()))
-            .expression_attribute_values(":balance", AttributeValue::N(row.balance.to_string()))
-            .expression_attribute_values(
-                ":processed",
-                AttributeValue::N(if row.processed { "1" } else { "0" }.into()),
-            )
-            .expression_attribute_values(":key", AttributeValue::S(source_key.to_string()))
-            .expression_attribute_values(":time", AttributeValue::S(source_time.to_string()))
-            .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().update(update).build()
-    }
-
     /// Imports one object.
     pub async fn import(&self, object: &ObjectCreated) -> Result<Outcome, ImportError> {
         let (bucket, key) = (&object.bucket, &object.key);
@@ -118,7 +279,11 @@ impl Importer {
             Err(e) => return Err(e.into()),
         };
         let now = isoformat(self.clock.now());
-        let source_time = opened.last_modified.clone().unwrap_or_else(|| now.clone());
+        let source = Arc::new(Source {
+            key: key.clone(),
+            time: opened.last_modified.clone().unwrap_or_else(|| now.clone()),
+            now: now.clone(),
+        });
         let mut report = ImportReport::new(
             bucket,
             key,
@@ -126,9 +291,7 @@ impl Importer {
             now.clone(),
         );
         report.calls = 2; // the report read, GetObject
-        let result = self
-            .rows(opened.body, key, &source_time, &now, &mut report)
-            .await;
+        let result = self.rows(opened.body, source, &mut report).await;
         report.finished_at = isoformat(self.clock.now());
         if let Err(e) = &result {
             report.status = ReportStatus::Failed;
@@ -149,35 +312,32 @@ impl Importer {
     async fn rows(
         &self,
         body: s3_import::objects::BodyReader,
-        key: &str,
-        source_time: &str,
-        now: &str,
+        source: Arc<Source>,
         report: &mut ImportReport,
     ) -> Result<(), ImportError> {
         let mut rows = CsvRows::new(body);
-        let mut chunk: ConditionalChunk<u64> = ConditionalChunk::default();
+        let mut chunk: Vec<(u64, BillRow)> = Vec::with_capacity(BATCH_GET_MAX);
+        let mut chunk_keys: HashSet<u64> = HashSet::new();
         let mut in_flight = FuturesUnordered::new();
-        let mut in_flight_keys: HashSet<String> = HashSet::new();
+        let mut in_flight_keys: HashSet<u64> = HashSet::new();
         let mut first = true;
-        let db = self.db.clone();
-        let table = self.table.clone();
-        let retry = self.retry;
-        let send = |chunk: ConditionalChunk<u64>| {
-            let db = db.clone();
-            let table = table.clone();
-            async move { write_conditional(db.as_ref(), &table, chunk, retry).await }
+        let send = |rows: Vec<(u64, BillRow)>| {
+            write_chunk(
+                self.db.clone(),
+                self.table.clone(),
+                self.retry,
+                source.clone(),
+                rows,
+            )
         };
         let settle = |report: &mut ImportReport,
-                      r: Result<ConditionalResult<u64>, WriteError>|
+                      r: Result<ChunkResult, WriteError>|
          -> Result<(), ImportError> {
             let r = r?;
             report.calls += r.calls;
-            report.written += r.written.len() as u64;
-            for (line, _) in r.refused {
-                report.keep(
-                    line,
-                    "not changed: the bill is paid, or a newer file set it",
-                );
+            report.written += r.written;
+            for (line, reason) in r.kept {
+                report.keep(line, reason);
             }
             Ok(())
         };
@@ -204,22 +364,25 @@ impl Importer {
                     continue;
                 }
             };
-            let k = key_text(&bill);
-            if chunk.contains(&k) || in_flight_keys.contains(&k) {
-                // The same bill twice in a file: the later row wins, so the earlier write
-                // must be done first.
+            let k = bill.invoice.0;
+            if chunk_keys.contains(&k) || in_flight_keys.contains(&k) {
+                // The same bill twice in a file: the later row wins, so the earlier write must
+                // be done, and seen by the later row's read, first.
                 if !chunk.is_empty() {
                     in_flight.push(send(std::mem::take(&mut chunk)));
+                    chunk_keys.clear();
                 }
                 while let Some(r) = in_flight.next().await {
                     settle(report, r)?;
                 }
                 in_flight_keys.clear();
             }
-            in_flight_keys.insert(k.clone());
-            chunk.push(row.line, k, self.write_for(&bill, key, source_time, now));
-            if chunk.is_full() {
+            in_flight_keys.insert(k);
+            chunk_keys.insert(k);
+            chunk.push((row.line, bill));
+            if chunk.len() >= BATCH_GET_MAX {
                 in_flight.push(send(std::mem::take(&mut chunk)));
+                chunk_keys.clear();
                 if in_flight.len() >= self.in_flight.max(1) {
                     if let Some(r) = in_flight.next().await {
                         settle(report, r)?;
@@ -245,7 +408,6 @@ impl Importer {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use aws_sdk_dynamodb::types::WriteRequest;
     use callback_core::SystemClock;
     use s3_import::dynamo::TransactOutcome;
     use s3_import::objects::MemoryObjects;
@@ -258,7 +420,10 @@ mod tests {
     struct Table {
         items: Mutex<HashMap<String, (String, String, String, String)>>, // id -> (name, balance, processed, source_time)
         calls: Mutex<u64>,
+        kinds: Mutex<Vec<String>>,
         fail_after: Mutex<Option<u64>>,
+        /// A payment that lands right after the next read: this bill is paid.
+        pay_after_read: Mutex<Option<String>>,
     }
 
     fn s(v: &AttributeValue) -> String {
@@ -268,25 +433,88 @@ mod tests {
         }
     }
 
+    impl Table {
+        fn call(&self, kind: &str) -> Result<(), String> {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            self.kinds.lock().unwrap().push(kind.to_string());
+            match *self.fail_after.lock().unwrap() {
+                Some(n) if *calls > n => Err("injected outage".into()),
+                _ => Ok(()),
+            }
+        }
+        fn count(&self, kind: &str) -> usize {
+            self.kinds
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|k| *k == kind)
+                .count()
+        }
+    }
+
     #[async_trait]
     impl BatchApi for Table {
+        async fn batch_get(
+            &self,
+            _: &str,
+            keys: Vec<Item>,
+            attributes: &[&str],
+        ) -> Result<(Vec<Item>, Vec<Item>), String> {
+            self.call("get")?;
+            assert!(keys.len() <= BATCH_GET_MAX);
+            assert_eq!(attributes, ["InvoiceID", "IsProcessed", "SourceTime"]);
+            let table = self.items.lock().unwrap();
+            let found = keys
+                .iter()
+                .filter_map(|k| {
+                    let id = s(&k["InvoiceID"]);
+                    let (_, _, processed, time) = table.get(&id)?;
+                    let mut item = Item::from([
+                        ("InvoiceID".to_string(), AttributeValue::N(id.clone())),
+                        (
+                            "IsProcessed".to_string(),
+                            AttributeValue::N(processed.clone()),
+                        ),
+                    ]);
+                    if !time.is_empty() {
+                        item.insert("SourceTime".into(), AttributeValue::S(time.clone()));
+                    }
+                    Some(item)
+                })
+                .collect();
+            drop(table);
+            if let Some(id) = self.pay_after_read.lock().unwrap().take() {
+                let mut table = self.items.lock().unwrap();
+                let bill = table.get_mut(&id).unwrap();
+                (bill.1, bill.2) = ("0".into(), "1".into());
+            }
+            Ok((found, vec![]))
+        }
         async fn batch_write(
             &self,
             _: &str,
-            _: Vec<WriteRequest>,
+            requests: Vec<WriteRequest>,
         ) -> Result<Vec<WriteRequest>, String> {
-            unreachable!()
+            self.call("batch_write")?;
+            assert!(requests.len() <= 25);
+            let mut table = self.items.lock().unwrap();
+            for r in requests {
+                let item = r.put_request().unwrap().item();
+                table.insert(
+                    s(&item["InvoiceID"]),
+                    (
+                        s(&item["CustomerName"]),
+                        s(&item["Balance"]),
+                        s(&item["IsProcessed"]),
+                        s(&item["SourceTime"]),
+                    ),
+                );
+            }
+            Ok(vec![])
         }
         async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<TransactOutcome, String> {
-            {
-                let mut calls = self.calls.lock().unwrap();
-                *calls += 1;
-                if let Some(n) = *self.fail_after.lock().unwrap() {
-                    if *calls > n {
-                        return Err("injected outage".into());
-                    }
-                }
-            }
+            self.call("transact")?;
             let mut table = self.items.lock().unwrap();
             let mut reasons = vec![];
             for w in &items {
@@ -398,8 +626,65 @@ mod tests {
         );
         assert_eq!(
             r.calls,
-            3 + 3 + 1,
-            "report read, GetObject, three chunks, one more for the refused row, report write"
+            2 + 3 + 10 + 1,
+            "report read, GetObject, a BatchGet per 100 rows, a BatchWrite per 25 new bills \
+             (99, 100, 50), report write"
+        );
+        assert_eq!(
+            table.count("transact"),
+            0,
+            "the paid bill is seen by the read: no write"
+        );
+    }
+
+    #[tokio::test]
+    async fn existing_unpaid_bills_are_conditional_and_one_paid_after_the_read_stays_paid() {
+        let objects = MemoryObjects::new();
+        let table = Arc::new(Table::default());
+        {
+            let mut items = table.items.lock().unwrap();
+            for id in ["3", "4"] {
+                items.insert(id.into(), ("Old".into(), "9".into(), "0".into(), "".into()));
+            }
+            // Set by a file from the far future: this file is older.
+            items.insert(
+                "5".into(),
+                ("New".into(), "7".into(), "0".into(), "9999".into()),
+            );
+        }
+        *table.pay_after_read.lock().unwrap() = Some("4".into());
+        let imp = importer(&objects, table.clone());
+        let body: String = (1..=30).map(|i| format!("{i},N{i},{i},0\n")).collect();
+        let Outcome::Imported(r) = imp.import(&event(&objects, "d.csv", &body)).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((r.rows, r.written, r.kept), (30, 28, 2));
+        let items = table.items.lock().unwrap();
+        assert_eq!(items["3"].1, "3", "an unpaid bill takes the file's values");
+        assert_eq!(
+            items["4"].2, "1",
+            "paid between the read and the write: stays paid"
+        );
+        assert_eq!(items["5"].1, "7", "a newer file's values stay");
+        let kept: Vec<(u64, &str)> = r
+            .kept_rows
+            .iter()
+            .map(|k| (k.line, k.reason.as_str()))
+            .collect();
+        assert!(
+            kept.contains(&(4, REFUSED)) && kept.contains(&(5, NEWER)),
+            "{kept:?}"
+        );
+        assert_eq!(
+            (
+                table.count("get"),
+                table.count("batch_write"),
+                table.count("transact")
+            ),
+            (1, 2, 2),
+            "27 new bills in two BatchWrites; bills 3 and 4 in one transaction, cancelled for \
+             4 and sent again with 3"
         );
     }
 

@@ -1,5 +1,8 @@
-//! Batched DynamoDB writes for imports, two ways:
+//! Batched DynamoDB reads and writes for imports:
 //!
+//! - [`read_batched`]: `BatchGetItem`, 100 keys per call, strongly consistent, only the
+//!   attributes asked for; the `UnprocessedKeys` of each answer asked again with a growing
+//!   pause. To learn which items exist before choosing how to write them.
 //! - [`write_batched`]: `BatchWriteItem`, 25 requests per call, several calls in flight, the
 //!   `UnprocessedItems` of each answer sent again with a growing pause. For writes that need no
 //!   condition.
@@ -24,7 +27,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 pub const BATCH_WRITE_MAX: usize = 25;
+pub const BATCH_GET_MAX: usize = 100;
 pub const TRANSACT_MAX: usize = 100;
+
+/// An item's attributes (a key, or the attributes read).
+pub type Item = HashMap<String, AttributeValue>;
 
 /// How a transaction ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +52,14 @@ pub trait BatchApi: Send + Sync {
     ) -> Result<Vec<WriteRequest>, String>;
     /// One `TransactWriteItems` call.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<TransactOutcome, String>;
+    /// One strongly consistent `BatchGetItem` call for at most [`BATCH_GET_MAX`] keys, reading
+    /// only `attributes`: the items found and the keys left unprocessed.
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        attributes: &[&str],
+    ) -> Result<(Vec<Item>, Vec<Item>), String>;
 }
 
 #[async_trait]
@@ -64,6 +79,43 @@ impl BatchApi for aws_sdk_dynamodb::Client {
             .unprocessed_items
             .and_then(|mut m| m.remove(table))
             .unwrap_or_default())
+    }
+
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        attributes: &[&str],
+    ) -> Result<(Vec<Item>, Vec<Item>), String> {
+        let mut request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true);
+        if !attributes.is_empty() {
+            let names: Vec<String> = (0..attributes.len()).map(|i| format!("#a{i}")).collect();
+            request = request.projection_expression(names.join(", "));
+            for (name, attribute) in names.iter().zip(attributes) {
+                request = request.expression_attribute_names(name, *attribute);
+            }
+        }
+        let request = request
+            .build()
+            .map_err(|e| format!("BatchGetItem request: {e}"))?;
+        let out = self
+            .batch_get_item()
+            .request_items(table, request)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())?;
+        let found = out
+            .responses
+            .and_then(|mut m| m.remove(table))
+            .unwrap_or_default();
+        let left = out
+            .unprocessed_keys
+            .and_then(|mut m| m.remove(table))
+            .map(|k| k.keys)
+            .unwrap_or_default();
+        Ok((found, left))
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<TransactOutcome, String> {
@@ -121,6 +173,52 @@ pub struct WriteError {
     pub operation: &'static str,
     pub table: String,
     pub message: String,
+}
+
+/// Reads every key with strongly consistent `BatchGetItem` calls of at most [`BATCH_GET_MAX`]
+/// keys, one after the other, asking again for unprocessed keys. Returns the items found (with
+/// `attributes` only; absent keys are simply not in it) and the number of calls made.
+pub async fn read_batched(
+    api: &dyn BatchApi,
+    table: &str,
+    keys: Vec<Item>,
+    attributes: &[&str],
+    retry: Retry,
+) -> Result<(Vec<Item>, u64), WriteError> {
+    let mut found = Vec::with_capacity(keys.len());
+    let mut calls = 0u64;
+    for chunk in keys.chunks(BATCH_GET_MAX) {
+        let mut pending = chunk.to_vec();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            calls += 1;
+            let fail = |message: String| WriteError {
+                operation: "BatchGetItem",
+                table: table.into(),
+                message,
+            };
+            match api.batch_get(table, pending.clone(), attributes).await {
+                Ok((items, left)) => {
+                    found.extend(items);
+                    if left.is_empty() {
+                        break;
+                    }
+                    if attempt + 1 >= retry.attempts {
+                        return Err(fail(format!(
+                            "{} key(s) still unprocessed after {attempt} retries",
+                            left.len()
+                        )));
+                    }
+                    pending = left;
+                }
+                Err(message) if attempt + 1 >= retry.attempts => return Err(fail(message)),
+                Err(message) => tracing::warn!(table, %message, "BatchGetItem failed; retrying"),
+            }
+            tokio::time::sleep(retry.pause(attempt)).await;
+            attempt += 1;
+        }
+    }
+    Ok((found, calls))
 }
 
 /// Writes every request with `BatchWriteItem`, `in_flight` calls at a time, retrying
@@ -385,6 +483,34 @@ mod tests {
                 .extend(items.iter().map(key_of_update));
             Ok(TransactOutcome::Committed)
         }
+        async fn batch_get(
+            &self,
+            _t: &str,
+            mut keys: Vec<Item>,
+            attributes: &[&str],
+        ) -> Result<(Vec<Item>, Vec<Item>), String> {
+            *self.calls.lock().unwrap() += 1;
+            assert!(keys.len() <= BATCH_GET_MAX);
+            assert_eq!(attributes, ["k"]);
+            let left = {
+                let mut leave = self.leave.lock().unwrap();
+                if *leave > 0 && !keys.is_empty() {
+                    *leave -= 1;
+                    keys.split_off(keys.len() / 2)
+                } else {
+                    vec![]
+                }
+            };
+            let written = self.written.lock().unwrap();
+            let found = keys
+                .into_iter()
+                .filter(|k| match k.get("k") {
+                    Some(AttributeValue::S(v)) => written.contains(v),
+                    _ => false,
+                })
+                .collect();
+            Ok((found, left))
+        }
     }
 
     fn put(k: &str) -> WriteRequest {
@@ -430,6 +556,39 @@ mod tests {
         written.dedup();
         assert_eq!(written.len(), 60);
         assert_eq!(calls, 3 + 3, "three batches of at most 25, three retries");
+    }
+
+    #[tokio::test]
+    async fn reads_in_calls_of_100_keys_asking_again_for_unprocessed_keys() {
+        let twin = Twin {
+            leave: Mutex::new(2),
+            ..Default::default()
+        };
+        twin.written
+            .lock()
+            .unwrap()
+            .extend((0..250).filter(|i| i % 3 == 0).map(|i| i.to_string()));
+        let keys: Vec<Item> = (0..250)
+            .map(|i| values([("k", s(i.to_string()))]))
+            .collect();
+        let (found, calls) = read_batched(&twin, "t", keys, &["k"], quick())
+            .await
+            .unwrap();
+        assert_eq!(found.len(), (0..250).filter(|i| i % 3 == 0).count());
+        assert_eq!(
+            calls,
+            3 + 2,
+            "three calls of at most 100 keys, two for unprocessed keys"
+        );
+        let stuck = Twin {
+            leave: Mutex::new(100),
+            ..Default::default()
+        };
+        let keys: Vec<Item> = (0..10).map(|i| values([("k", s(i.to_string()))])).collect();
+        let err = read_batched(&stuck, "t", keys, &["k"], quick())
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("unprocessed"), "{err}");
     }
 
     #[tokio::test]
