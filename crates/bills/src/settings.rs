@@ -14,7 +14,7 @@ pub struct BillSettings {
     pub allowed_origin: String,
     /// `ERROR_LOG_TTL_DAYS` (default 90), for the workflow's own error-log items.
     pub error_log_ttl_seconds: i64,
-    /// `BILLS_IMPORT_IN_FLIGHT` (default 4): import transactions in flight at once.
+    /// `BILLS_IMPORT_IN_FLIGHT` (default 4): chunks of 100 rows (a BatchGetItem and their writes) in flight at once.
     pub import_in_flight: usize,
 }
 
