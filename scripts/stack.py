@@ -418,6 +418,14 @@ READ_ONLY_TARGETS = {
     "DynamoDB_20120810." + op
     for op in ("Scan", "GetItem", "Query", "BatchGetItem", "DescribeTable", "ListTables", "DescribeTimeToLive")
 } | {"secretsmanager.GetSecretValue", "AmazonSQS.GetQueueUrl", "AmazonSQS.GetQueueAttributes"}
+# Not read-only, but nothing to replay: a receive only hides messages for their visibility
+# timeout (the recorded deletes name receipt handles a replay would not reproduce anyway), and
+# scripts/s3_events.py long-polls its queues all session long: each replayed empty poll would
+# wait its WaitTimeSeconds again (1745 of them timed out a restart). Step Functions reads too.
+REPLAY_SKIPPED_TARGETS = {
+    "AmazonSQS.ReceiveMessage", "AWSStepFunctions.DescribeExecution", "AWSStepFunctions.ListExecutions",
+    "AWSStepFunctions.GetExecutionHistory",
+}
 
 
 def keep_state_changes(recording: Path) -> None:
@@ -430,7 +438,7 @@ def keep_state_changes(recording: Path) -> None:
         except ValueError:
             continue
         headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
-        if headers.get("x-amz-target") in READ_ONLY_TARGETS:
+        if headers.get("x-amz-target") in READ_ONLY_TARGETS | REPLAY_SKIPPED_TARGETS:
             continue
         if request.get("method") == "GET" and "/moto-api/" in request.get("url", ""):
             continue
