@@ -124,6 +124,11 @@ class DelayProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: the answer goes out as headers then body, two writes; with Nagle the
+            # body waits for the client's delayed ACK of the headers (40 ms on Linux once a
+            # kept-alive connection leaves quick-ACK mode). Neither AWS nor Lambda's Runtime API
+            # answers like that, so the harness must not either.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -200,6 +205,11 @@ class RuntimeApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: the answer goes out as headers then body, two writes; with Nagle the
+            # body waits for the client's delayed ACK of the headers (40 ms on Linux once a
+            # kept-alive connection leaves quick-ACK mode). Neither AWS nor Lambda's Runtime API
+            # answers like that, so the harness must not either.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -296,6 +306,25 @@ class Result:
     zip_mb: float | None = None
     panic: str | None = None
     baseline: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (handed out, answered) per warm invocation
+
+    def phases(self) -> dict:
+        """Where a warm invocation's time goes, medians in ms: from the event handed out to the
+        first AWS/KBank call, from that call's start to the last call's end, and from there to
+        the answer. The calls' part holds the injected delay and the local AWS's own time."""
+        before, inside, after = [], [], []
+        for (handed, answered), calls in zip(self.spans, self.calls):
+            if not calls:
+                continue
+            first, last = min(c.start for c in calls), max(c.end for c in calls)
+            before.append((first - handed) * 1000)
+            inside.append((last - first) * 1000)
+            after.append((answered - last) * 1000)
+        if not before:
+            return {}
+        return {"before_calls_ms": round(statistics.median(before), 2),
+                "calls_ms": round(statistics.median(inside), 2),
+                "after_calls_ms": round(statistics.median(after), 2)}
 
     def summary(self) -> dict:
         per_invocation = [len(c) for c in self.calls] or [0]
@@ -317,6 +346,7 @@ class Result:
             "failures": self.failures,
             "zip_mb": round(self.zip_mb, 2) if self.zip_mb is not None else None,
             "panic": self.panic,
+            "phases": self.phases(),
         }
         if self.baseline:
             base = statistics.median(self.baseline)
@@ -522,7 +552,8 @@ class Bench:
         events = [f.make_event(i) for i in range(n + 1)]
         startup, first, warm, rss, failures = self.run_binary(f.name, self.env(f.name), events)
         calls = [self.recorder.between(h, a) for h, a, _ in warm]
-        result = Result(f.name, startup, first, [(a - h) * 1000 for h, a, _ in warm], rss, calls, failures)
+        result = Result(f.name, startup, first, [(a - h) * 1000 for h, a, _ in warm], rss, calls, failures,
+                        spans=[(h, a) for h, a, _ in warm])
         if calls and calls[0]:
             result.baseline = self.baseline(calls[0])
         return result
