@@ -550,6 +550,9 @@ class Stack:
             "DUNNING_TIMEOUT_MS": "1000",
             "DUNNING_CLAIM_LEASE_SECONDS": "60",
             "RUST_LOG": "info",
+            # Salary files: where a test asks a debug build for a crash part-way (one-shot; a
+            # release build never reads it). See crates/salary/src/runtime/entry.rs.
+            "SALARY_TEST_FAULT_FILE": str(self.state_dir / "salary-test-fault.json"),
             # Bill payments (SPEC 10): the payment workflow moto runs.
             "BILL_PAYMENT_STATE_MACHINE_ARN": state_machine_arn(self.template, self.branch, "BillPaymentStateMachine"),
             **self.extra_env,
@@ -625,6 +628,7 @@ class Stack:
             self.create_tables()
             self.create_queues()
             self.create_buckets()
+            self.seed_s3_fixtures()
             self.create_state_machines()
             self.seed()
             self._start_kbank()
@@ -757,6 +761,25 @@ class Stack:
             "AWS_EC2_METADATA_DISABLED": "true",
             "PAYMENT3_BRANCH": self.branch,
         }
+
+    def seed_s3_fixtures(self) -> None:
+        """The object each S3 event fixture in events/ names, from the file of that name beside it
+        (salary/fixtures/salarydata-1.csv <- events/salary-import/salarydata-1.csv). Put before the
+        bucket notifications are routed, so only the replayed fixture imports it."""
+        import urllib.parse
+
+        buckets = set(bucket_names(self.template, self.branch).values())
+        for path in sorted(EVENTS.glob("*/*.json")):
+            event = json.loads(path.read_text())
+            records = event.get("Records") if isinstance(event, dict) else None
+            for record in records if isinstance(records, list) else []:
+                s3 = record.get("s3") if isinstance(record, dict) else None
+                if not isinstance(s3, dict):
+                    continue
+                bucket, key = s3["bucket"]["name"], urllib.parse.unquote_plus(s3["object"]["key"])
+                body = path.with_name(key.rsplit("/", 1)[-1])
+                if bucket in buckets and body.is_file():
+                    self.boto("s3").put_object(Bucket=bucket, Key=key, Body=body.read_bytes())
 
     def seed(self) -> None:
         ses = self.boto("ses")

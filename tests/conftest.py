@@ -45,6 +45,7 @@ ERROR_LOG_NAME = {
     "process-paid": "processpaidorder",
     "process-paid-wallet": "processpaidwalletorder",
     "process-paid-amex": "processpaidamexorder",
+    "salary-import": "salaryimport",
     "recharge-webhook": "rechargewebhook",
     "recharge-dunning": "rechargedunning",
 }
