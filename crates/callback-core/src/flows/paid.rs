@@ -54,9 +54,18 @@ use crate::ports::{CardPorts, Mail, Ports};
 /// How long a winner's claim on the side effects holds before a retry may take them over.
 pub const EFFECTS_LEASE: Duration = Duration::from_secs(60);
 
-/// How long a run waits for another run's unfinished claim before failing for a retry (the
-/// winner's effects take well under a second when AWS is well).
-pub const CLAIM_WAIT: Duration = Duration::from_secs(2);
+/// How long a run waits for another run's unfinished claim before failing for a retry. The
+/// winner's effects take well under a second when AWS is well; 2 s was too short when many runs
+/// race (twelve at once, or notify beside delayed notify on a cold container): the losers'
+/// polling slowed the winner's own writes, every loser failed with `ClaimInProgress` and notify
+/// answered 500 while the order was being paid. 10 s fits inside notify's 25 s synchronous wait
+/// and process-paid's 200 s timeout.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// The first pause between two looks at an unfinished claim; it doubles up to [`CLAIM_POLL_MAX`],
+/// so a loser reads the ledger about 15 times in [`CLAIM_WAIT`], not 100.
+const CLAIM_POLL_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// A process-paid event, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -670,6 +679,7 @@ impl ProcessPaid {
         let table = &self.settings.tables.paid_order;
         let mut state = state;
         let waited_until = tokio::time::Instant::now() + CLAIM_WAIT;
+        let mut pause = CLAIM_POLL_FIRST;
         loop {
             match &state {
                 Some(s) if s.status == PaidOrderStatus::Paid => {
@@ -695,7 +705,8 @@ impl ProcessPaid {
                     claim.order_id, claim.payment_id
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CLAIM_POLL_MAX);
             state = self.card.ledger.paid_state(table, &claim.order_id).await?;
         }
     }
@@ -1152,7 +1163,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_winner_that_died_before_the_order_update_is_taken_over_after_the_lease() {
         // Given a run that won the claim at 09:00:00.100 and died before the order update
         let w = World::new();
