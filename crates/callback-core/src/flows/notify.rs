@@ -308,14 +308,7 @@ impl CardNotify {
         note: NotifyNote,
         checksum: &Result<(), ChecksumError>,
     ) -> Result<Option<CardPayment>, CallbackError> {
-        let card_payment = self
-            .card
-            .cards
-            .card_payment_by_charge(
-                &self.settings.tables.card_payment_record,
-                body.charge_id.as_str(),
-            )
-            .await?;
+        let card_payment = self.card_payment_for(body).await?;
         let mut record = NotifyRecord::new(
             body,
             note,
@@ -363,16 +356,24 @@ impl CardNotify {
         body: &NotifyBody,
         checksum: &Result<(), ChecksumError>,
     ) -> Result<Option<CardPayment>, CallbackError> {
-        let found = self
+        let found = self.card_payment_for(body).await?;
+        self.mark(body, found.as_ref(), checksum).await?;
+        Ok(found)
+    }
+
+    /// The card payment record naming this charge (`chargeId-index`), if the index shows one.
+    async fn card_payment_for(
+        &self,
+        body: &NotifyBody,
+    ) -> Result<Option<CardPayment>, CallbackError> {
+        Ok(self
             .card
             .cards
             .card_payment_by_charge(
                 &self.settings.tables.card_payment_record,
                 body.charge_id.as_str(),
             )
-            .await?;
-        self.mark(body, found.as_ref(), checksum).await?;
-        Ok(found)
+            .await?)
     }
 
     /// Still no card payment record after the wait: KBank says whether money was taken. An
