@@ -7,6 +7,10 @@ conditional writes can both succeed there (see crates/callback-core/tests/card_d
 The exactly-once tests (process-paid run five times at once) mean something only if the local
 DynamoDB keeps that guarantee, so every request here holds one lock. The recorder's replay
 endpoint is the exception: it replays by sending requests to this server, which take the lock.
+So is SQS ReceiveMessage: a long poll waits (up to its WaitTimeSeconds) for a message that only
+another request can send, and the stack's S3-notification pollers (scripts/s3_events.py) poll all
+the time; under the lock every other request queued behind those waits, and the whole local AWS
+crawled at a few requests a second with the CPU idle. moto's queues have their own lock.
 
 DynamoDB's limits, as AWS enforces them and moto does not (SPEC 4.6): every write (PutItem,
 UpdateItem, BatchWriteItem, TransactWriteItems) is checked before moto sees it, and refused with
@@ -34,6 +38,17 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import run_simple
 
 UNLOCKED = ("/moto-api/recorder/replay-recording",)
+UNLOCKED_TARGETS = ("AmazonSQS.ReceiveMessage",)
+
+
+def unlocked(environ) -> bool:
+    """True for the requests served outside the lock (see the module doc)."""
+    if environ.get("PATH_INFO", "") in UNLOCKED:
+        return True
+    if environ.get("HTTP_X_AMZ_TARGET", "") in UNLOCKED_TARGETS:
+        return True
+    # SQS's query protocol names the action in the query string (or the form body, not read here).
+    return "Action=ReceiveMessage" in environ.get("QUERY_STRING", "")
 
 
 # ------------------------------------------------------------------ DynamoDB's limits (SPEC 4.6)
@@ -261,7 +276,7 @@ class OneAtATime:
         return None
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO", "") in UNLOCKED:
+        if unlocked(environ):
             return self.app(environ, start_response)
         with self.lock:
             message = self.refused(environ)

@@ -119,3 +119,28 @@ def test_the_checks_are_dynamodbs_own_rules():
     assert moto_serial.item_size({"a": {"S": "\N{GRINNING FACE}"}}) == 5
     assert moto_serial.item_size({"m": {"M": {"k": {"BOOL": True}}}}) == 1 + 3 + 1 + 1 + 1
     assert json.loads(json.dumps({"ok": True}))
+
+
+def test_a_long_poll_of_an_empty_queue_does_not_hold_up_other_requests(ddb):
+    """An SQS long poll waits for a message only another request can send: it must not hold the
+    one-request-at-a-time lock, or every request queues behind the stack's S3-notification pollers."""
+    import threading
+
+    endpoint = ddb.meta.endpoint_url
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    queue_url = sqs.create_queue(QueueName="limits-long-poll")["QueueUrl"]
+    received: list = []
+    poller = threading.Thread(target=lambda: received.append(
+        sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=20).get("Messages", [])))
+    poller.start()
+    time.sleep(0.5)  # the poll is waiting at moto
+    # Served while the poll waits; and the message sent now ends the wait (under the lock it
+    # could not be sent before the poll gave up, 20 s later, empty).
+    ddb.put_item(TableName=INBOX, Item=inbox_item("during-poll"))
+    sqs.send_message(QueueUrl=queue_url, MessageBody="hello")
+    assert poller.is_alive() or received, "the poll ended before anything was sent"
+    poller.join(25)
+    assert not poller.is_alive()
+    assert [m["Body"] for m in received[0]] == ["hello"]
+    assert ddb.get_item(TableName=INBOX, Key=inbox_item("during-poll"))["Item"]["orderId"]["S"] == "during-poll"
