@@ -46,6 +46,9 @@ ERROR_LOG_NAME = {
     "process-paid-wallet": "processpaidwalletorder",
     "process-paid-amex": "processpaidamexorder",
     "salary-import": "salaryimport",
+    "bills-import": "billsimport",
+    "bills-balance": "billsbalance",
+    "bills-pay": "billspay",
     "recharge-webhook": "rechargewebhook",
     "recharge-dunning": "rechargedunning",
 }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use callback_core::runtime::start::{answered, aws_config, aws_ports, run};
+use callback_core::runtime::start::{answered, aws_config, aws_ports, run, serve, PanicGuard};
 use callback_core::{
     CallbackError, Clock, Incident, IncidentReporter, Settings, SystemClock, ValidationError,
 };
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::Error;
 use s3_import::dynamo::Retry;
 use s3_import::event::parse_notification;
 use s3_import::objects::{s3_client, S3Objects};
@@ -28,6 +28,11 @@ fn reporter(settings: &Arc<Settings>, config: &aws_config::SdkConfig) -> Arc<Inc
     ))
 }
 
+/// What turns a panic in a bill function into the error path and one failed invocation.
+fn guard(settings: &Arc<Settings>, config: &aws_config::SdkConfig) -> PanicGuard {
+    PanicGuard::new(settings.clone(), &aws_ports(config))
+}
+
 /// `payment3-bills-import-<branch>`.
 pub fn run_import() -> Result<(), Error> {
     run(|settings| async move {
@@ -42,18 +47,14 @@ pub fn run_import() -> Result<(), Error> {
             retry: Retry::default(),
         });
         let incidents = reporter(&settings, &config);
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-            let (importer, incidents) = (importer.clone(), incidents.clone());
-            async move {
-                handle_import(
-                    &importer,
-                    &incidents,
-                    event.payload,
-                    &event.context.request_id,
-                )
-                .await
-            }
-        }))
+        serve(
+            "billsimport",
+            guard(&settings, &config),
+            move |event, request_id| {
+                let (importer, incidents) = (importer.clone(), incidents.clone());
+                async move { handle_import(&importer, &incidents, event, &request_id).await }
+            },
+        )
         .await
     })
 }
@@ -148,34 +149,36 @@ pub async fn handle_import(
 async fn api(
     settings: Arc<Settings>,
     state_machine_arn: Option<String>,
+    config: &aws_config::SdkConfig,
 ) -> Result<Arc<BillApi>, Error> {
     let bills = Arc::new(BillSettings {
         state_machine_arn,
         ..BillSettings::from_env()?
     });
-    let config = aws_config().await;
     Ok(Arc::new(BillApi {
         settings: bills,
-        bills: Arc::new(aws_sdk_dynamodb::Client::new(&config)),
-        executions: Arc::new(SfnExecutions::new(aws_sdk_sfn::Client::new(&config))),
+        bills: Arc::new(aws_sdk_dynamodb::Client::new(config)),
+        executions: Arc::new(SfnExecutions::new(aws_sdk_sfn::Client::new(config))),
         clock: Arc::new(SystemClock),
-        incidents: reporter(&settings, &config),
+        incidents: reporter(&settings, config),
     }))
 }
 
 /// `payment3-bills-balance-<branch>`.
 pub fn run_balance() -> Result<(), Error> {
     run(|settings| async move {
-        let api = api(settings, None).await?;
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let config = aws_config().await;
+        let guard = guard(&settings, &config);
+        let api = api(settings, None, &config).await?;
+        serve("billsbalance", guard, move |event, request_id| {
             let api = api.clone();
             async move {
                 Ok::<Value, Error>(answered(
                     "billsbalance",
-                    api.balance(event.payload, &event.context.request_id).await,
+                    api.balance(event, &request_id).await,
                 ))
             }
-        }))
+        })
         .await
     })
 }
@@ -183,16 +186,13 @@ pub fn run_balance() -> Result<(), Error> {
 /// `payment3-bills-pay-<branch>`.
 pub fn run_pay() -> Result<(), Error> {
     run(|settings| async move {
-        let api = api(settings, PaymentWorkflow::from_env()).await?;
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let config = aws_config().await;
+        let guard = guard(&settings, &config);
+        let api = api(settings, PaymentWorkflow::from_env(), &config).await?;
+        serve("billspay", guard, move |event, request_id| {
             let api = api.clone();
-            async move {
-                Ok::<Value, Error>(answered(
-                    "billspay",
-                    api.pay(event.payload, &event.context.request_id).await,
-                ))
-            }
-        }))
+            async move { Ok::<Value, Error>(answered("billspay", api.pay(event, &request_id).await)) }
+        })
         .await
     })
 }

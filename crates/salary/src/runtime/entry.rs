@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use callback_core::runtime::start::{aws_config, aws_ports, run};
+use callback_core::runtime::start::{aws_config, aws_ports, run, serve, PanicGuard};
 use callback_core::{isoformat, CallbackError, Incident, IncidentReporter};
 use chrono::Utc;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::Error;
 use s3_import::event::parse_notification;
 use s3_import::objects::{s3_client, ObjectStore, S3Objects};
 use serde_json::{json, Value};
@@ -124,6 +124,7 @@ pub fn run_salary_import() -> Result<(), Error> {
         let config = aws_config().await;
         let ports = aws_ports(&config);
         let salary = SalarySettings::from_env();
+        let guard = PanicGuard::new(settings.clone(), &ports);
         let handler = Arc::new(SalaryHandler {
             objects: Arc::new(S3Objects::new(s3_client(&config))),
             ledger: Arc::new(DynamoLedger::new(
@@ -138,14 +139,10 @@ pub fn run_salary_import() -> Result<(), Error> {
                 ports.mailer,
             ),
         });
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        serve(FUNCTION, guard, move |event, request_id| {
             let handler = handler.clone();
-            async move {
-                handler
-                    .handle(event.payload, &event.context.request_id)
-                    .await
-            }
-        }))
+            async move { handler.handle(event, &request_id).await }
+        })
         .await
     })
 }
