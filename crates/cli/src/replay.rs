@@ -95,7 +95,7 @@ pub fn candidates(g: &Gathered) -> Vec<Candidate> {
             }
         })
         .collect();
-    out.sort_by(|a, b| a.key().cmp(&b.key()));
+    out.sort_by_key(|a| a.key());
     out
 }
 

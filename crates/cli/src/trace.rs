@@ -412,7 +412,7 @@ pub fn assemble(order_id: &str, branch: &str, g: Gathered) -> Trace {
             ),
         ));
     }
-    timeline.sort_by(|a, b| sort_key(&a.at).cmp(&sort_key(&b.at)));
+    timeline.sort_by_key(|a| sort_key(&a.at));
     let verdict = verdict(&g);
     Trace {
         order_id: order_id.to_string(),

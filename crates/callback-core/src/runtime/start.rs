@@ -267,8 +267,8 @@ where
 }
 
 /// Logs the status of an HTTP function's answer and hands the answer back. The stack's metric
-/// filters count these lines (template.yaml: `{ $.fields.message = "answered" && $.fields.status
-/// >= 500 }` for answered 5xx, `= 401` for rejected signatures and checksums): keep the message and
+/// filters count these lines (template.yaml:
+/// `{ $.fields.message = "answered" && $.fields.status >= 500 }` for answered 5xx, `= 401` for rejected signatures and checksums): keep the message and
 /// the field names, or change the filters with them (tests/test_template.py checks both).
 pub fn answered(function: &str, response: Value) -> Value {
     let status = response
