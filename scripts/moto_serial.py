@@ -236,6 +236,39 @@ class Limits:
         check_item(table, item)
 
 
+# ------------------------------------------------------------------ what SES and SNS sent
+
+SENT_PATH = "/payment3/sent"
+
+
+def sent_messages() -> dict:
+    """Every e-mail moto's SES accepted ({id, source, destinations, subject, body} or, raw,
+    {id, source, destinations, raw_data}) and every SMS its SNS accepted ({message_id,
+    phone_number, message}), oldest first, read from moto's backends in this process. The same
+    records as /moto-api/data.json's ses.Message, ses.RawMessage and sns.SMS, without serialising
+    every other object moto holds (every DynamoDB item among them), which took seconds and then
+    timed out once the tests had filled the tables."""
+    from moto.ses import ses_backends
+    from moto.sns import sns_backends
+
+    def each(backends):
+        for regions in list(backends.values()):
+            yield from list(regions.values())
+
+    fields = ("id", "source", "destinations", "subject", "body", "raw_data")
+    emails = [{f: getattr(m, f) for f in fields if hasattr(m, f)}
+              for ses in each(ses_backends) for m in list(ses.sent_messages)]
+    sms = [{"message_id": m.message_id, "phone_number": m.phone_number, "message": m.message}
+           for sns in each(sns_backends) for m in list(sns.sms_message_objects.values())]
+    return {"emails": emails, "sms": sms}
+
+
+def serve_sent(start_response) -> list[bytes]:
+    body = json.dumps(sent_messages()).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def region_of(environ) -> str:
     match = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
     return match.group(1) if match else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -279,6 +312,8 @@ class OneAtATime:
         if unlocked(environ):
             return self.app(environ, start_response)
         with self.lock:
+            if environ.get("PATH_INFO", "") == SENT_PATH:
+                return serve_sent(start_response)
             message = self.refused(environ)
             if message is not None:
                 return validation_exception(start_response, message)

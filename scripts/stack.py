@@ -50,6 +50,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# scripts/moto_serial.py's endpoint for what SES and SNS sent.
+SENT_PATH = "/payment3/sent"
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 MANIFEST = ROOT / "tests" / "expected_events.json"
@@ -741,10 +743,16 @@ class Stack:
     def bill_pay_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.web}/bill-pay/?api={self.urls['gateway']}"
 
+    def sent(self) -> dict:
+        """What moto's SES and SNS sent: {"emails": [...], "sms": [...]} (scripts/moto_serial.py's
+        /payment3/sent, read from moto's backends; /moto-api/data.json serialises every object moto
+        holds and grew too slow once the tests had filled the tables)."""
+        with urllib.request.urlopen(f"{self.urls['moto']}{SENT_PATH}", timeout=30) as resp:
+            return json.loads(resp.read())
+
     def sent_sms(self) -> list[dict]:
         """Every SMS moto's SNS accepted: {phone_number, message, message_id}."""
-        with urllib.request.urlopen(f"{self.urls['moto']}/moto-api/data.json", timeout=10) as resp:
-            return list(json.loads(resp.read()).get("sns", {}).get("SMS", []))
+        return self.sent()["sms"]
 
     def queue_url(self, logical_id: str = "FailedEventsQueue") -> str:
         name = queue_names(self.template, self.branch)[logical_id]
@@ -1048,11 +1056,9 @@ class Stack:
         return self.dynamodb_resource().Table(self.table(short)).get_item(Key=key, ConsistentRead=True).get("Item")
 
     def sent_emails(self) -> list[dict]:
-        """Every e-mail moto's SES accepted: {source, destinations, subject, body, id} (moto's
-        inspection endpoint, /moto-api/data.json)."""
-        with urllib.request.urlopen(f"{self.urls['moto']}/moto-api/data.json", timeout=10) as resp:
-            ses = json.loads(resp.read()).get("ses", {})
-        return list(ses.get("Message", [])) + list(ses.get("RawMessage", []))
+        """Every e-mail moto's SES accepted: {source, destinations, subject, body, id}, or
+        {source, destinations, raw_data, id} for a raw one (see `sent`)."""
+        return self.sent()["emails"]
 
 
 # ------------------------------------------------------------------------- fixtures as requests
@@ -1221,7 +1227,7 @@ def print_bills_banner(stack: Stack) -> None:
      then the import report: s3://{stack.bucket()}/bills/paymentbalance.csv.report.json (make records shows the bills)
   2. open the bill-pay page: {stack.bill_pay_url()}
      look up InvoiceID 1, pay with card 4242 4242 4242 4242, expiry 12/30, e-mail and/or phone (+66812345678)
-  3. e-mails and texts moto recorded: {stack.urls['moto']}/moto-api/data.json (ses.Message, sns.SMS)
+  3. e-mails and texts moto recorded: {stack.urls['moto']}{SENT_PATH} (emails, sms)
      or: .venv/bin/python scripts/stack.py sent
 """, flush=True)
 

@@ -5,7 +5,7 @@ Every test makes its own order, card payment record and charge, so tests share o
 without seeing each other's items. What the tests count, and where it is read:
   order updates   moto's request recording (`moto-recording.jsonl`): UpdateItem calls on the
                   order table for the order, i.e. writes attempted, not just the final item
-  paid notices    moto's SES (`Stack.sent_emails()`, /moto-api/data.json)
+  paid notices    moto's SES (`Stack.sent_emails()`, scripts/moto_serial.py /payment3/sent)
   outcomes        process-paid's own log line (`process-paid done ... outcome=`) in watch's log:
                   notify calls process-paid synchronously, so the invoke log has no result for it
   inquiries       the fake KBank's request log (`GET /_admin/requests`)
