@@ -321,7 +321,11 @@ def test_a_double_submit_starts_one_execution(stack):
     first = pay(stack, form)
     second = pay(stack, form)
     assert first[0] == 200 and second[0] == 200, (first, second)
-    assert {first[1]["Status"], second[1]["Status"]} == {"Submitted", "AlreadySubmitted"}
+    # The second is ExecutionAlreadyExists ("AlreadySubmitted"), or, when it comes within the
+    # same second while the first still runs (the same input), StartExecution's idempotent answer:
+    # the first execution again ("Submitted"). Either way one execution, checked below.
+    assert first[1]["Status"] == "Submitted", first
+    assert second[1]["Status"] in ("Submitted", "AlreadySubmitted"), second
     assert first[1]["ExecutionArn"] == second[1]["ExecutionArn"]
     done = wait_execution(stack, first[1]["ExecutionArn"])
     assert done["status"] == "SUCCEEDED"

@@ -254,6 +254,11 @@ impl BillApi {
         let input = payment.execution_input(ttl).to_string();
         let name = payment.execution_name();
         let arn = execution_arn(state_machine, &name);
+        // The name is the payment's (InvoiceID and PaymentRef): a second submit of the same payment
+        // starts nothing. Step Functions answers it in one of two ways: ExecutionAlreadyExists
+        // ("AlreadySubmitted"), or, while the first execution still runs with the same input (the
+        // same second), the first execution itself, as if just started (StartExecution is
+        // idempotent for standard workflows): "Submitted" with the same ExecutionArn.
         match self.executions.start(state_machine, &name, &input).await {
             Ok(started) => {
                 tracing::info!(invoice = payment.invoice.0, execution = %name, started, "payment submitted");
