@@ -10,7 +10,6 @@ by key, so tests share one stack without seeing each other.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import uuid
@@ -227,12 +226,6 @@ def bulk_stack(stack, tmp_path_factory):
         st.stop()
 
 
-@pytest.mark.skipif(
-    os.environ.get("PAYMENT3_BULK_TEST") != "1",
-    reason="opt-in (PAYMENT3_BULK_TEST=1): on a fresh clone (2026-11-30, twice) the import ran at 1-12 AWS calls "
-           "per second with the CPU idle and did not finish in 240 s, although the same test took 73.7 s in an "
-           "engineer's worktree; the cause is not found yet (issue 12 stays open for it)",
-)
 def test_a_100000_row_file(bulk_stack):
     """Time and AWS calls per row are printed (`-s`), not asserted: new bills go in BatchWriteItem
     Puts after one BatchGetItem per 100 rows (crates/bills/src/import.rs)."""
