@@ -19,3 +19,5 @@ pub mod paid;
 pub mod processor;
 pub mod reply;
 pub mod settings;
+#[cfg(test)]
+pub(crate) mod timed;

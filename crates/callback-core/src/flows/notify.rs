@@ -18,7 +18,7 @@ use crate::domain::charge::ChargeState;
 use crate::domain::checksum;
 use crate::domain::checksum::ChecksumError;
 use crate::domain::delivery::{Delivery, Readable};
-use crate::domain::inbox::InboxOutcome;
+use crate::domain::inbox::{InboxEntry, InboxOutcome};
 use crate::flows::error::CallbackError;
 use crate::flows::inbox::{outcome_of, Inbox};
 use crate::flows::incident::{Incident, IncidentReporter};
@@ -95,6 +95,12 @@ impl CardNotify {
     /// `POST /notify`. Never fails, never panics on input: every failure is a response.
     /// `forward` is the event as received: it goes on to delayed notify, which verifies it again.
     /// The runtime's `notify` reads the Lambda event into the delivery.
+    ///
+    /// Two rounds of AWS calls besides process-paid's own time (issue 10): the checksum first
+    /// (CPU, the cached key), then {inbox entry, delayed-notify invoke, `chargeId-index` Query}
+    /// concurrently, then {notify record, card record mark, process-paid} concurrently (all three
+    /// need the Query's answer, none needs another's). The inbox entry is written with the
+    /// outcome it most likely ends with; it is corrected only when it ends otherwise.
     pub async fn notify_delivery(&self, delivery: Delivery, forward: String) -> Value {
         let body = read_body(&delivery);
         let charge_id = body.as_ref().ok().map(|b| b.charge_id.as_str().to_string());
@@ -104,20 +110,19 @@ impl CardNotify {
             &self.settings.tables.callback_inbox,
             self.settings.inbox_ttl,
         );
-        let mut entry = match inbox
-            .keep(&delivery, NOTIFY_FUNCTION, charge_id.as_deref())
-            .await
-        {
-            Ok(entry) => entry,
-            Err(e) => {
-                let err = CallbackError::from(e);
-                return self
-                    .fail(NOTIFY_FUNCTION, &delivery, &err, None, charge_id.as_deref())
-                    .await;
-            }
-        };
-
-        let (outcome, reply) = match self.notify_steps(body, &delivery, forward.as_bytes()).await {
+        let mut entry = inbox.entry(&delivery, NOTIFY_FUNCTION, charge_id.as_deref());
+        let mut kept = false;
+        let result = self
+            .notify_steps(
+                body,
+                &delivery,
+                forward.as_bytes(),
+                &inbox,
+                &mut entry,
+                &mut kept,
+            )
+            .await;
+        let (outcome, reply) = match result {
             Ok(reply) => (InboxOutcome::Dispatched, reply.into_event()),
             Err((err, order_id)) => {
                 let outcome = outcome_of(&err);
@@ -134,7 +139,9 @@ impl CardNotify {
             }
         };
         let name = outcome.name();
-        inbox.finish(&mut entry, outcome).await;
+        if kept && outcome != entry.outcome {
+            inbox.finish(&mut entry, outcome).await;
+        }
         tracing::info!(
             function = NOTIFY_FUNCTION,
             charge_id = charge_id.as_deref(),
@@ -149,46 +156,75 @@ impl CardNotify {
         body: Result<NotifyBody, CallbackError>,
         delivery: &Delivery,
         forward: &[u8],
+        inbox: &Inbox,
+        entry: &mut InboxEntry,
+        kept: &mut bool,
     ) -> Result<Reply, (CallbackError, Option<String>)> {
-        let body = body.map_err(|e| (e, None))?;
-        let checksum = self.verify(&body).await.map_err(|e| (e, None))?;
+        // Refused before any effect (unreadable body, keys unavailable): the entry is kept with
+        // that outcome, and a failure to keep it is the answer (500: KBank's side sends again).
+        let checked = match body {
+            Ok(body) => self.verify(&body).await.map(|checksum| (body, checksum)),
+            Err(e) => Err(e),
+        };
+        let (body, checksum) = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                entry.outcome = outcome_of(&err);
+                return match inbox.append(entry).await {
+                    Ok(()) => {
+                        *kept = true;
+                        Err((err, None))
+                    }
+                    Err(e) => Err((CallbackError::from(e), None)),
+                };
+            }
+        };
         let goes_on =
             checksum.is_ok() || self.card_settings.checksum_policy == ChecksumPolicy::Mark;
-        let card_payment = if goes_on {
-            // Delayed notify is the second chance: it is queued before anything slow (SPEC 4.3),
-            // alongside keeping the notify record, so a notify that times out still leaves it.
-            let (dispatched, kept) = tokio::join!(
-                self.ports
-                    .invoker
-                    .invoke_event(&self.settings.functions.delayed_notify, forward),
-                self.keep(&body, delivery, NotifyNote::Notify, &checksum)
-            );
-            let card_payment = kept.map_err(|e| (e, None))?;
-            let order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
-            dispatched.map_err(|e| (CallbackError::from(e), order_id))?;
-            card_payment
-        } else {
-            self.keep(&body, delivery, NotifyNote::Notify, &checksum)
-                .await
-                .map_err(|e| (e, None))?
+        entry.outcome = match (&checksum, goes_on) {
+            (Err(problem), false) => outcome_of(&CallbackError::Checksum(problem.to_string())),
+            _ => InboxOutcome::Dispatched,
         };
+
+        // Round 1. Delayed notify is the second chance: queued before anything slow (SPEC 4.3),
+        // so a notify that times out still leaves it; under `enforce` a bad checksum queues nothing.
+        let (appended, dispatched, found) = tokio::join!(
+            inbox.append(entry),
+            async {
+                if goes_on {
+                    self.ports
+                        .invoker
+                        .invoke_event(&self.settings.functions.delayed_notify, forward)
+                        .await
+                } else {
+                    Ok(())
+                }
+            },
+            self.lookup(&body)
+        );
+        *kept = appended.is_ok();
+        let card_payment = found.map_err(|e| (e, None))?;
+        let order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
+        appended.map_err(|e| (CallbackError::from(e), order_id.clone()))?;
+        dispatched.map_err(|e| (CallbackError::from(e), order_id.clone()))?;
         let noted = Noted {
             body,
             card_payment,
             checksum,
         };
-        let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.check_policy(&noted)
-            .map_err(|e| (e, order_id.clone()))?;
+        let policy = self.check_policy(&noted);
 
-        let outcome = match &order_id {
-            Some(order) => Some(
-                self.process_paid(order, &noted.body)
-                    .await
-                    .map_err(|e| (e, order_id.clone()))?,
-            ),
-            None => None,
-        };
+        // Round 2: the notify record, the mark, and process-paid (it reads neither record).
+        let (recorded, outcome) =
+            tokio::join!(self.record(&noted, delivery, NotifyNote::Notify), async {
+                match (&order_id, &policy) {
+                    (Some(order), Ok(())) => Some(self.process_paid(order, &noted.body).await),
+                    _ => None,
+                }
+            });
+        recorded.map_err(|e| (e, order_id.clone()))?;
+        policy.map_err(|e| (e, order_id.clone()))?;
+        let outcome = outcome.transpose().map_err(|e| (e, order_id.clone()))?;
         Ok(self.redirect(&noted, outcome))
     }
 
@@ -221,6 +257,8 @@ impl CardNotify {
         }
     }
 
+    /// The Query, then {notify record, mark, first process-paid} concurrently; the wait and the
+    /// second run follow the first run's answer.
     async fn delayed_steps(
         &self,
         body: Result<NotifyBody, CallbackError>,
@@ -228,21 +266,28 @@ impl CardNotify {
     ) -> Result<Reply, (CallbackError, Option<String>)> {
         let body = body.map_err(|e| (e, None))?;
         let checksum = self.verify(&body).await.map_err(|e| (e, None))?;
-        let card_payment = self
-            .keep(&body, delivery, NotifyNote::DelayedNotify, &checksum)
-            .await
-            .map_err(|e| (e, None))?;
+        let card_payment = self.lookup(&body).await.map_err(|e| (e, None))?;
         let mut noted = Noted {
             body,
             card_payment,
             checksum,
         };
         let order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.check_policy(&noted)
-            .map_err(|e| (e, order_id.clone()))?;
-        let order = match order_id {
-            Some(order) => order,
-            None => {
+        let policy = self.check_policy(&noted);
+        let (recorded, first) = tokio::join!(
+            self.record(&noted, delivery, NotifyNote::DelayedNotify),
+            async {
+                match (&order_id, &policy) {
+                    (Some(order), Ok(())) => Some(self.process_paid(order, &noted.body).await),
+                    _ => None,
+                }
+            }
+        );
+        recorded.map_err(|e| (e, order_id.clone()))?;
+        policy.map_err(|e| (e, order_id.clone()))?;
+        let (order, first) = match (order_id, first) {
+            (Some(order), Some(first)) => (order, first),
+            _ => {
                 // chargeId-index is eventually consistent, and the shop may write the record
                 // after KBank's notify: wait, look again, then ask KBank.
                 tracing::info!(charge_id = %noted.body.charge_id, "no card payment record yet; looking again after the wait");
@@ -252,13 +297,16 @@ impl CardNotify {
                     .await
                     .map_err(|e| (e, None))?;
                 match noted.card_payment.as_ref().and_then(|c| c.order_id.clone()) {
-                    Some(order) => order,
+                    Some(order) => {
+                        let first = self.process_paid(&order, &noted.body).await;
+                        (order, first)
+                    }
                     None => return self.without_order(&noted).await.map_err(|e| (e, None)),
                 }
             }
         };
         let order_id = Some(order.clone());
-        let first = match self.process_paid(&order, &noted.body).await {
+        let first = match first {
             Ok(o) if o.is_paid() => return Ok(self.redirect(&noted, Some(o))),
             Ok(o) => Some(o),
             Err(e) if e.retryable() => {
@@ -300,30 +348,42 @@ impl CardNotify {
         }
     }
 
-    /// Keeps the notify record and marks the card payment record; returns that record.
-    async fn keep(
+    /// The card payment record naming this charge (`chargeId-index`), if the index shows one.
+    async fn lookup(&self, body: &NotifyBody) -> Result<Option<CardPayment>, CallbackError> {
+        Ok(self
+            .card
+            .cards
+            .card_payment_by_charge(
+                &self.settings.tables.card_payment_record,
+                body.charge_id.as_str(),
+            )
+            .await?)
+    }
+
+    /// The notify record and the mark on the card payment record, concurrently.
+    async fn record(
         &self,
-        body: &NotifyBody,
+        noted: &Noted,
         delivery: &Delivery,
         note: NotifyNote,
-        checksum: &Result<(), ChecksumError>,
-    ) -> Result<Option<CardPayment>, CallbackError> {
-        let card_payment = self.card_payment_for(body).await?;
+    ) -> Result<(), CallbackError> {
         let mut record = NotifyRecord::new(
-            body,
+            &noted.body,
             note,
             &delivery.event,
-            checksum.clone().map_err(|e| e.to_string()),
+            noted.checksum.clone().map_err(|e| e.to_string()),
             &delivery.request_id,
             self.ports.clock.now(),
         );
-        record.order_id = card_payment.as_ref().and_then(|c| c.order_id.clone());
-        self.card
-            .cards
-            .save_notify(&self.settings.tables.credit_card_notify, &record)
-            .await?;
-        self.mark(body, card_payment.as_ref(), checksum).await?;
-        Ok(card_payment)
+        record.order_id = noted.card_payment.as_ref().and_then(|c| c.order_id.clone());
+        let (saved, marked) = tokio::join!(
+            self.card
+                .cards
+                .save_notify(&self.settings.tables.credit_card_notify, &record),
+            self.mark(&noted.body, noted.card_payment.as_ref(), &noted.checksum)
+        );
+        saved?;
+        marked
     }
 
     /// `checksumVerified` on the card payment record; a bad checksum never turns `true` back to
@@ -356,24 +416,9 @@ impl CardNotify {
         body: &NotifyBody,
         checksum: &Result<(), ChecksumError>,
     ) -> Result<Option<CardPayment>, CallbackError> {
-        let found = self.card_payment_for(body).await?;
+        let found = self.lookup(body).await?;
         self.mark(body, found.as_ref(), checksum).await?;
         Ok(found)
-    }
-
-    /// The card payment record naming this charge (`chargeId-index`), if the index shows one.
-    async fn card_payment_for(
-        &self,
-        body: &NotifyBody,
-    ) -> Result<Option<CardPayment>, CallbackError> {
-        Ok(self
-            .card
-            .cards
-            .card_payment_by_charge(
-                &self.settings.tables.card_payment_record,
-                body.charge_id.as_str(),
-            )
-            .await?)
     }
 
     /// Still no card payment record after the wait: KBank says whether money was taken. An
@@ -551,6 +596,7 @@ mod tests {
     use crate::flows::loopback::LoopbackInvoker;
     use crate::flows::paid::ProcessPaid;
     use crate::flows::settings::ProcessPaidSettings;
+    use crate::flows::timed::{Timed, DELAY};
     use crate::ports::error::GatewayError;
     use crate::ports::memory::{InvocationType, MemoryAws, MemoryKBank};
     use crate::ports::{CardStore, ChargeInquiry};
@@ -668,6 +714,42 @@ mod tests {
             let mut card_ports = self.aws.card_ports();
             card_ports.cards = cards;
             CardNotify::new(settings, Arc::new(card), ports, card_ports).with_inquiry(kbank)
+        }
+
+        /// Notify under `enforce` whose inbox, invoker and card store take [`DELAY`] per call
+        /// (process-paid itself answers at once): its rounds are its elapsed time.
+        fn timed(&self) -> (CardNotify, Arc<Timed>) {
+            let kbank = Arc::new(MemoryKBank::with_key(KEY));
+            kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
+            let settings = Arc::new(Settings::for_branch("dev"));
+            let process_paid = Arc::new(ProcessPaid::new(
+                settings.clone(),
+                Arc::new(ProcessPaidSettings::for_kind(
+                    crate::flows::settings::ProcessPaidKind::Card,
+                    "dev",
+                )),
+                self.aws.ports(self.clock.clone()),
+                self.aws.card_ports(),
+                kbank.clone(),
+            ));
+            let timed = Timed::new(
+                self.aws.clone(),
+                Arc::new(LoopbackInvoker {
+                    aws: self.aws.clone(),
+                    function: PROCESS_PAID.into(),
+                    process_paid,
+                }),
+            );
+            let mut ports = self.aws.ports(self.clock.clone());
+            ports.inbox = timed.clone();
+            ports.invoker = timed.clone();
+            let mut card = CardSettings::for_branch("dev");
+            card.delayed_notify_wait = Duration::from_millis(1);
+            let mut card_ports = self.aws.card_ports();
+            card_ports.cards = timed.clone();
+            let n =
+                CardNotify::new(settings, Arc::new(card), ports, card_ports).with_inquiry(kbank);
+            (n, timed)
         }
 
         fn notify(&self, policy: ChecksumPolicy) -> CardNotify {
@@ -1290,5 +1372,78 @@ mod tests {
             .delayed_notify(http(&orphan, "application/json"), "d3")
             .await
             .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_genuine_notify_is_two_rounds_of_concurrent_calls() {
+        // Given AWS calls of 10 ms each
+        let w = World::new();
+        let (n, timed) = w.timed();
+        // When a genuine notify arrives
+        let started = tokio::time::Instant::now();
+        let reply = n
+            .notify(http(&body(Some(GOOD)), "application/json"), "n")
+            .await;
+        // Then it is answered after two rounds (before: inbox, {delayed notify | Query, notify
+        // record, mark}, process-paid, inbox outcome = 6 calls' time): {inbox entry, delayed
+        // notify, Query}, then {notify record, mark, process-paid}; no outcome correction
+        assert_eq!(reply["statusCode"], 200);
+        assert!(reply["body"].as_str().unwrap().contains("status=success"));
+        assert_eq!(started.elapsed(), 2 * DELAY);
+        assert_eq!(timed.max_in_flight(), 3);
+        assert_eq!(
+            timed.calls(),
+            [
+                "card.mark",
+                "card.query",
+                "inbox.append",
+                "invoke.event",
+                "invoke.sync",
+                "notify.put"
+            ]
+        );
+        assert_eq!(w.aws.order_updates(), 1);
+        assert_eq!(w.card_record()["checksumVerified"], Attr::Bool(true));
+        assert_eq!(w.delayed_calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forged_notify_is_two_rounds_and_its_inbox_entry_needs_no_correction() {
+        let w = World::new();
+        let (n, timed) = w.timed();
+        let started = tokio::time::Instant::now();
+        let reply = n
+            .notify(http(&body(Some(&"0".repeat(64))), "application/json"), "n")
+            .await;
+        assert_eq!(reply["statusCode"], 401);
+        // {inbox entry (written as refused), Query}, then {notify record, mark}: nothing queued,
+        // process-paid not asked, the entry's outcome right the first time
+        assert_eq!(started.elapsed(), 2 * DELAY);
+        assert_eq!(
+            timed.calls(),
+            ["card.mark", "card.query", "inbox.append", "notify.put"]
+        );
+        assert!(w.delayed_calls().is_empty());
+        assert_eq!(w.process_paid_calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_notify_is_two_rounds_when_its_first_run_pays() {
+        let w = World::new();
+        let (n, timed) = w.timed();
+        let started = tokio::time::Instant::now();
+        let reply = n
+            .delayed_notify(http(&body(Some(GOOD)), "application/json"), "d")
+            .await
+            .unwrap();
+        assert!(reply["body"].as_str().unwrap().contains("status=success"));
+        // The Query, then {notify record, mark, process-paid} (before: 4 calls one after the other)
+        assert_eq!(started.elapsed(), 2 * DELAY);
+        assert_eq!(timed.max_in_flight(), 3);
+        assert_eq!(
+            timed.calls(),
+            ["card.mark", "card.query", "invoke.sync", "notify.put"]
+        );
+        assert_eq!(w.aws.order_updates(), 1);
     }
 }

@@ -527,8 +527,17 @@ impl ProcessPaid {
             token: uuid::Uuid::new_v4().to_string(),
         };
 
+        // One round for both reads (issue 10): the ledger and the order need only the order id.
+        // The order is read even when the ledger says done (one wasted read on a repeat, no
+        // extra wait); its read failing does not fail a repeat that needs nothing from it.
+        let (ledger, order_read) = tokio::join!(
+            self.card.ledger.paid_state(table, order_id),
+            self.card
+                .orders
+                .order_item(&self.settings.tables.order, order_id)
+        );
+        let ledger = ledger?;
         // Already paid and finished: no need to ask the gateway again.
-        let ledger = self.card.ledger.paid_state(table, order_id).await?;
         if let Some(state) = &ledger {
             // The same payment again: nothing to ask. Another payment is checked on (it may be
             // a second real payment, which needs a refund).
@@ -586,12 +595,7 @@ impl ProcessPaid {
                 "order {order_id}: the payment carries no amount to check against the total"
             ),
         })?;
-        let item = self
-            .card
-            .orders
-            .order_item(&self.settings.tables.order, order_id)
-            .await?
-            .ok_or_else(|| match &charge {
+        let item = order_read?.ok_or_else(|| match &charge {
                 // KBank took the money and there is nothing to pay with it.
                 Some(_) => CallbackError::Rejected {
                     kind: "ChargedWithoutOrder",
@@ -1502,5 +1506,54 @@ mod tests {
         let wallet_bad = json!({"orderId": ORDER, "paymentId": "p"});
         let r = wallet.handle(wallet_bad, "r").await.unwrap();
         assert!(r["error"].as_str().unwrap().contains("success is required"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ledger_and_the_order_are_read_in_one_round() {
+        // Given ledger and order calls of 10 ms each
+        let w = World::new();
+        let timed = crate::flows::timed::Timed::new(w.aws.clone(), w.aws.clone());
+        let mut card = w.aws.card_ports();
+        card.orders = timed.clone();
+        card.ledger = timed.clone();
+        let wallet = ProcessPaid::new(
+            Arc::new(Settings::for_branch("dev")),
+            Arc::new(ProcessPaidSettings::for_kind(
+                ProcessPaidKind::Wallet,
+                "dev",
+            )),
+            w.aws.ports(w.clock.clone()),
+            card,
+            w.kbank.clone(),
+        );
+        let paid =
+            json!({"orderId": ORDER, "paymentId": "pay_1", "success": true, "amount": 2339.00});
+        // When a wallet payment is applied
+        let started = tokio::time::Instant::now();
+        assert_eq!(outcome(&wallet, paid.clone()).await, "paid");
+        // Then {ledger, order} are one round, and the fenced effects follow one by one: claim,
+        // order update, finish (before: 5 rounds, the order read after the ledger's)
+        assert_eq!(
+            started.elapsed(),
+            4 * crate::flows::timed::DELAY,
+            "{:?}",
+            timed.calls()
+        );
+        assert_eq!(timed.max_in_flight(), 2);
+        assert_eq!(
+            timed.calls(),
+            [
+                "ledger.claim",
+                "ledger.finish",
+                "ledger.get",
+                "order.get",
+                "order.update"
+            ]
+        );
+        assert_eq!(w.notices(), 1);
+        // And a repeat is one round (the order read beside the ledger's, unused)
+        let started = tokio::time::Instant::now();
+        assert_eq!(outcome(&wallet, paid).await, "already_paid");
+        assert_eq!(started.elapsed(), crate::flows::timed::DELAY);
     }
 }
