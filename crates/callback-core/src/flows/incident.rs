@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::domain::clock::isoformat;
 use crate::domain::error_log::ErrorLogEntry;
+use crate::domain::limits::truncated_json;
 use crate::domain::redact::{redact_text, redact_value};
 use crate::flows::error::CallbackError;
 use crate::flows::settings::Settings;
@@ -146,7 +147,7 @@ impl IncidentReporter {
                 incident.request_id,
                 alerts.cooldown.as_secs(),
                 self.settings.tables.callback_error_log,
-                serde_json::to_string_pretty(&redact_value(incident.event)).unwrap_or_default(),
+                alert_event(incident.event),
             ),
         };
         if let Err(e) = self.mailer.send(&mail).await {
@@ -179,6 +180,20 @@ impl IncidentReporter {
             sent.remove(key);
         }
     }
+}
+
+/// The most of the event an alert e-mail shows. A person reads it, and SES refuses a message over
+/// 10 MB: a 6 MB body (the hostile suite's) made a 15 MB SendEmail that held the local AWS for
+/// seconds. A longer event is shown as its prefix with its length and SHA-256; the error log keeps
+/// what fits in an item.
+const ALERT_EVENT_BYTES: usize = 16 * 1024;
+
+fn alert_event(event: &Value) -> String {
+    let text = serde_json::to_string_pretty(&redact_value(event)).unwrap_or_default();
+    if text.len() <= ALERT_EVENT_BYTES {
+        return text;
+    }
+    serde_json::to_string_pretty(&truncated_json(&text, ALERT_EVENT_BYTES)).unwrap_or_default()
 }
 
 /// The cooldown key: `function#kind`; for a money alert also the order (else the charge), so
@@ -551,5 +566,30 @@ mod tests {
             // Lambda freeze the container right after (without the flush: 0 here)
             assert_eq!(delivered.lock().unwrap().len(), 1);
         });
+    }
+
+    #[tokio::test]
+    async fn an_alert_shows_a_bounded_part_of_a_huge_event() {
+        // Given an incident whose event is a 6 MB body (4-byte characters, escaped in JSON)
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let err = CallbackError::from(ValidationError::new("body", "body is too large"));
+        let event = json!({"body": "\u{1F600}".repeat(1_500_000)});
+        r.report(incident("walletcallback", &err, &event, "req"), at(0))
+            .await;
+        // Then its alert carries a prefix with the length and hash, not the 6 MB (before: the
+        // whole event, pretty-printed: a SendEmail of 15 MB once form-encoded)
+        let mails = aws.mails();
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].body.len() < 128 * 1024, "{}", mails[0].body.len());
+        assert!(mails[0].body.contains("\"truncated\": true"));
+        assert!(mails[0].body.contains("\"sha256\""));
+        // And a small event is shown whole
+        let small = json!({"body": "{\"orderId\": \"1\"}"});
+        let other = CallbackError::from(ValidationError::new("success", "success is required"));
+        r.report(incident("bankappcallback", &other, &small, "req"), at(0))
+            .await;
+        assert!(aws.mails()[1].body.contains("orderId"));
+        assert!(!aws.mails()[1].body.contains("truncated"));
     }
 }
