@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::domain::clock::isoformat;
 use crate::domain::error_log::ErrorLogEntry;
-use crate::domain::limits::truncated_json;
+use crate::domain::limits::{truncated_json, KEPT_PREFIX_BYTES};
 use crate::domain::redact::{redact_text, redact_value};
 use crate::flows::error::CallbackError;
 use crate::flows::settings::Settings;
@@ -61,6 +61,11 @@ impl IncidentReporter {
 
     /// Runs the whole error path. Never fails.
     pub async fn report(&self, incident: Incident<'_>, now: DateTime<Utc>) {
+        let bounded = bounded_event(incident.event);
+        let incident = Incident {
+            event: &bounded,
+            ..incident
+        };
         let error_text = redact_text(&incident.error.to_string());
         let kind = incident.error.kind();
         // Ids come from the request as sent: a card number posted as an order id is masked too.
@@ -180,6 +185,30 @@ impl IncidentReporter {
             sent.remove(key);
         }
     }
+}
+
+/// The most of an event the error path works on. Its log item keeps less anyway (an item is at
+/// most 400 KB), and redacting megabytes (several passes of regexes) runs in the handler's task:
+/// a 6 MB body took long enough there that the inbox write running beside it (`tokio::join!`)
+/// timed out (the hostile suite's 2mb-emoji cases, 500 instead of 413).
+const MAX_REPORTED_EVENT_BYTES: usize = 256 * 1024;
+
+/// The event, or for a larger one its prefix with its length and SHA-256 (of the text as
+/// received: a hash of over 256 KiB reveals nothing). The prefix ends before any trailing digits,
+/// spaces or dashes, so a card number cut at the boundary cannot slip past the redaction.
+fn bounded_event(event: &Value) -> Value {
+    let text = event.to_string();
+    if text.len() <= MAX_REPORTED_EVENT_BYTES {
+        return event.clone();
+    }
+    let mut bounded = truncated_json(&text, KEPT_PREFIX_BYTES);
+    if let Some(Value::String(p)) = bounded.get_mut("prefix") {
+        let kept = p
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '-')
+            .len();
+        p.truncate(kept);
+    }
+    bounded
 }
 
 /// The most of the event an alert e-mail shows. A person reads it, and SES refuses a message over
@@ -591,5 +620,32 @@ mod tests {
             .await;
         assert!(aws.mails()[1].body.contains("orderId"));
         assert!(!aws.mails()[1].body.contains("truncated"));
+    }
+
+    #[tokio::test]
+    async fn a_huge_event_is_cut_before_the_error_path_redacts_it() {
+        // Given an event over 256 KiB ending its prefix in the middle of a card number
+        let aws = Arc::new(MemoryAws::default());
+        let r = reporter(&aws);
+        let err = CallbackError::from(ValidationError::new("body", "body is too large"));
+        let head = format!("{{\"body\":\"{}", "x".repeat(KEPT_PREFIX_BYTES - 20));
+        let raw = format!("{head}4111 1111 1111 1111{}\"}}", "y".repeat(300 * 1024));
+        let event: Value = serde_json::from_str(&raw).unwrap();
+        let started = std::time::Instant::now();
+        r.report(incident("walletcallback", &err, &event, "req"), at(0))
+            .await;
+        // Then the error log keeps its prefix, length and hash, with no digits of the card
+        let logged = aws.error_log("payment3-callback-error-log-dev");
+        let kept = logged[0].event.as_ref().unwrap();
+        assert_eq!(kept["truncated"], true);
+        assert_eq!(
+            kept["bytes"].as_u64().unwrap() as usize,
+            event.to_string().len()
+        );
+        assert!(
+            !kept.to_string().contains("4111"),
+            "a card number cut at the prefix's end is kept"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
