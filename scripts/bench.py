@@ -110,12 +110,49 @@ def _service_of(headers: dict, path: str, default: str) -> tuple[str, str]:
 CANNED_PROCESS_PAID = json.dumps({"statusCode": 200, "body": "\"success\"", "outcome": "paid"}).encode()
 
 
-class DelayProxy:
-    """Adds `delay` seconds to every request, then forwards it to `upstream` (or answers a Lambda
-    invoke itself). Every call is recorded with its start and end."""
+def tables_of(headers: dict, body: bytes) -> set[str]:
+    """The DynamoDB tables a request names (TableName, RequestItems, TransactItems); none for
+    another service's request."""
+    if not headers.get("x-amz-target", "").startswith("DynamoDB_"):
+        return set()
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return set()
+    if not isinstance(request, dict):
+        return set()
+    names = set(request.get("RequestItems") or {})
+    if isinstance(request.get("TableName"), str):
+        names.add(request["TableName"])
+    for item in request.get("TransactItems") or []:
+        for op in (item or {}).values():
+            if isinstance(op, dict) and isinstance(op.get("TableName"), str):
+                names.add(op["TableName"])
+    return names
 
-    def __init__(self, upstream: str, delay: float, recorder: Recorder, service: str) -> None:
-        self.upstream = urllib.parse.urlsplit(upstream)
+
+class Upstreams:
+    """Where a request goes: each DynamoDB table to its own local AWS process, everything else
+    (Secrets Manager, SES, a request naming no table or tables of different processes) to the main
+    one. AWS serves two tables at once; one moto process serves one request at a time (one Python
+    interpreter), so with every table in one process two writes sent together (the callback's
+    record and inbox entry) are measured one after the other, and the bench measured moto."""
+
+    def __init__(self, main: str, by_table: dict[str, str] | None = None) -> None:
+        self.main = main
+        self.by_table = dict(by_table or {})
+
+    def url_for(self, headers: dict, body: bytes) -> str:
+        targets = {self.by_table.get(t, self.main) for t in tables_of(headers, body)}
+        return targets.pop() if len(targets) == 1 else self.main
+
+
+class DelayProxy:
+    """Adds `delay` seconds to every request, then forwards it to its upstream (or answers a
+    Lambda invoke itself). Every call is recorded with its start and end."""
+
+    def __init__(self, upstream: "str | Upstreams", delay: float, recorder: Recorder, service: str) -> None:
+        self.upstreams = upstream if isinstance(upstream, Upstreams) else Upstreams(upstream)
         self.delay = delay
         self.recorder = recorder
         self.service = service
@@ -143,7 +180,8 @@ class DelayProxy:
                     event = headers.get("x-amz-invocation-type") == "Event"
                     status, out_headers, out = (202, {}, b"") if event else (200, {"x-amz-executed-version": "$LATEST"}, CANNED_PROCESS_PAID)
                 else:
-                    status, out_headers, out = proxy.forward(self.command, self.path, headers, body)
+                    upstream = proxy.upstreams.url_for(headers, body)
+                    status, out_headers, out = proxy.forward(upstream, self.command, self.path, headers, body)
                 self.send_response(status)
                 for k, v in out_headers.items():
                     if k.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
@@ -167,19 +205,22 @@ class DelayProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def forward(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
-        conn = getattr(self.local, "conn", None)
+    def forward(self, upstream: str, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        if not hasattr(self.local, "conns"):
+            self.local.conns = {}
+        conns: dict = self.local.conns
         for attempt in (1, 2):
+            conn = conns.get(upstream)
             if conn is None:
-                conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
-                self.local.conn = conn
+                where = urllib.parse.urlsplit(upstream)
+                conn = conns[upstream] = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
             try:
                 conn.request(method, path, body=body, headers={k: v for k, v in headers.items() if k != "connection"})
                 resp = conn.getresponse()
                 return resp.status, dict(resp.getheaders()), resp.read()
             except (http.client.HTTPException, OSError):
                 conn.close()
-                conn = self.local.conn = None
+                conns.pop(upstream, None)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -500,19 +541,42 @@ class Bench:
                 sizes[f.name] = (z.stat().st_size / 1e6, panic_runtime.panic_runtime(panic_runtime.read_bootstrap(z)))
         return sizes
 
+    def start_table_processes(self) -> Upstreams:
+        """One local AWS process per DynamoDB table beside the stack's own (see `Upstreams`),
+        started together; with --one-aws-process, none."""
+        s = self.stack
+        upstreams = Upstreams(s.urls["moto"])
+        if self.args.one_aws_process:
+            return upstreams
+        started = []
+        for spec in stack_mod.table_specs(s.template, s.branch):
+            table = spec.create["TableName"]
+            port = stack_mod.free_port()
+            service = s._spawn(f"moto-{table}", [sys.executable, str(ROOT / "scripts" / "moto_serial.py"),
+                                                 "-H", "127.0.0.1", "-p", str(port)])
+            started.append((port, service))
+            upstreams.by_table[table] = f"http://127.0.0.1:{port}"
+        for port, service in started:
+            stack_mod.wait_for_port(port, service.proc, 120, service.name, service.log)
+        return upstreams
+
     def start(self) -> None:
         s = self.stack
         s.state_dir.mkdir(parents=True, exist_ok=True)
         s.start_aws(replay=False)
+        upstreams = self.start_table_processes()
+        # The stack's own set-up (tables, seeds, the figures' orders) goes the same way, undelayed.
+        self.setup = DelayProxy(upstreams, 0, Recorder(), "aws")
+        s.ports.moto = self.setup.port  # Stack.urls["moto"]: what Stack's own calls use
         s.create_tables()
         s.seed()
         s._start_kbank()
         delay = self.args.delay_ms / 1000
-        self.aws = DelayProxy(s.urls["moto"], delay, self.recorder, "aws")
+        self.aws = DelayProxy(upstreams, delay, self.recorder, "aws")
         self.kbank = DelayProxy(s.urls["kbank"], delay, self.recorder, "kbank")
 
     def stop(self) -> None:
-        for p in (getattr(self, "aws", None), getattr(self, "kbank", None)):
+        for p in (getattr(self, "aws", None), getattr(self, "kbank", None), getattr(self, "setup", None)):
             if p:
                 p.close()
         self.stack.stop()
@@ -615,6 +679,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="debug binaries, n=3, no zips: proves the bench works")
     parser.add_argument("--no-zip", action="store_true", help="skip the arm64 zips")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--one-aws-process", action="store_true",
+                        help="every table in the stack's one moto process (before 2026-11-30: the calls of "
+                             "one round trip then queue in moto and the figures measure moto)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     if args.quick:
@@ -640,10 +707,13 @@ def main() -> None:
     report = {
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()[0:1] + os.uname()[2:3] + os.uname()[4:5])},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "delay_ms": args.delay_ms, "n": args.n, "profile": bench.profile, "functions": results,
+        "delay_ms": args.delay_ms, "n": args.n, "profile": bench.profile,
+        "local_aws": "one moto process" if args.one_aws_process else "one moto process per table",
+        "functions": results,
     }
     print(f"\nmake bench: {report['date']}, {report['machine']['cpus']} CPUs, {report['machine']['uname']}, "
-          f"{args.delay_ms:g} ms added to every AWS/KBank call, n={args.n}, {bench.profile} binaries\n")
+          f"{args.delay_ms:g} ms added to every AWS/KBank call, n={args.n}, {bench.profile} binaries, "
+          f"local AWS: {report['local_aws']}\n")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
