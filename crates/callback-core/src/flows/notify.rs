@@ -684,6 +684,24 @@ mod tests {
             self.with_parts(policy, kbank, self.aws.clone())
         }
 
+        /// The card process-paid over the in-memory AWS, asking `kbank`.
+        fn card_process_paid(
+            &self,
+            settings: &Arc<Settings>,
+            kbank: Arc<dyn ChargeInquiry>,
+        ) -> Arc<ProcessPaid> {
+            Arc::new(ProcessPaid::new(
+                settings.clone(),
+                Arc::new(ProcessPaidSettings::for_kind(
+                    crate::flows::settings::ProcessPaidKind::Card,
+                    "dev",
+                )),
+                self.aws.ports(self.clock.clone()),
+                self.aws.card_ports(),
+                kbank,
+            ))
+        }
+
         /// Notify over `cards` in place of the in-memory card store (a lagging index).
         fn with_parts(
             &self,
@@ -692,16 +710,7 @@ mod tests {
             cards: Arc<dyn CardStore>,
         ) -> CardNotify {
             let settings = Arc::new(Settings::for_branch("dev"));
-            let process_paid = Arc::new(ProcessPaid::new(
-                settings.clone(),
-                Arc::new(ProcessPaidSettings::for_kind(
-                    crate::flows::settings::ProcessPaidKind::Card,
-                    "dev",
-                )),
-                self.aws.ports(self.clock.clone()),
-                self.aws.card_ports(),
-                kbank.clone(),
-            ));
+            let process_paid = self.card_process_paid(&settings, kbank.clone());
             let mut ports = self.aws.ports(self.clock.clone());
             ports.invoker = Arc::new(LoopbackInvoker {
                 aws: self.aws.clone(),
@@ -722,16 +731,7 @@ mod tests {
             let kbank = Arc::new(MemoryKBank::with_key(KEY));
             kbank.set_charge(CHARGE, "2339.00", "success", "Authorized");
             let settings = Arc::new(Settings::for_branch("dev"));
-            let process_paid = Arc::new(ProcessPaid::new(
-                settings.clone(),
-                Arc::new(ProcessPaidSettings::for_kind(
-                    crate::flows::settings::ProcessPaidKind::Card,
-                    "dev",
-                )),
-                self.aws.ports(self.clock.clone()),
-                self.aws.card_ports(),
-                kbank.clone(),
-            ));
+            let process_paid = self.card_process_paid(&settings, kbank.clone());
             let timed = Timed::new(
                 self.aws.clone(),
                 Arc::new(LoopbackInvoker {
