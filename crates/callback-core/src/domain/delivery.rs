@@ -53,6 +53,12 @@ pub struct Delivery {
     pub kind: EventKind,
     /// Header names lower-cased, secret values redacted.
     pub headers: BTreeMap<String, String>,
+    /// The Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`)
+    /// exactly as received: what the signature covers. Only for verifying it; never stored or
+    /// logged (`headers` and `event` are). Redacting them first broke genuine signatures: a
+    /// webhook id such as `msg_8782831843704110b0...` holds a digit run that passes the card
+    /// check, and its redacted form is not what the gateway signed (about 1 in 200 deliveries).
+    pub signature_headers: BTreeMap<String, String>,
     pub source_ip: Option<String>,
     pub body: Body,
     /// The whole event, redacted: what goes into records and the error log. For a replay, the

@@ -117,6 +117,20 @@ impl CallbackKeys {
     }
 }
 
+/// What the replay check stores of a verified delivery's `webhook-id` (`webhookIds`): the id
+/// itself, or, when redaction would change it (a digit run that passes the card check),
+/// `sha256:<hex of the id>`, so no card-like number is stored and two ids never share a key.
+pub fn replay_key(id: &str) -> String {
+    if crate::domain::redact::redact_text(id) == id {
+        id.to_string()
+    } else {
+        format!(
+            "sha256:{}",
+            crate::domain::limits::sha256_hex(id.as_bytes())
+        )
+    }
+}
+
 /// Why a delivery's signature was not accepted: the text is the 401's `error`.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum SignatureError {

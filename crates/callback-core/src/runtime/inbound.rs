@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::domain::delivery::{Body, Delivery, EventKind};
 use crate::domain::redact::{redact_headers, redact_value};
+use crate::domain::signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::flows::error::CallbackError;
 use crate::flows::notify::CardNotify;
 use crate::flows::processor::{CallbackProcessor, RecordTable};
@@ -120,6 +121,7 @@ impl Delivery {
             received_at,
             kind: EventKind::Direct,
             headers: BTreeMap::new(),
+            signature_headers: BTreeMap::new(),
             source_ip: None,
             body: Body::Empty,
             event: redacted,
@@ -134,8 +136,16 @@ impl Delivery {
                 return base.with_http(request);
             }
         }
+        let raw = match event.get("headers") {
+            Some(Value::Object(map)) => signature_headers(
+                map.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+            ),
+            _ => BTreeMap::new(),
+        };
         Delivery {
             headers: direct_headers(&event),
+            signature_headers: raw,
             body: direct_body(event),
             ..base
         }
@@ -151,12 +161,14 @@ impl Delivery {
             }
             _ => (EventKind::RestV1, None),
         };
-        let headers = redact_headers(
+        let text_headers = || {
             request
                 .headers()
                 .iter()
-                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
-        );
+                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        };
+        let headers = redact_headers(text_headers());
+        let signature_headers = signature_headers(text_headers());
         let body = match request.into_body() {
             lambda_http::Body::Empty => Body::Empty,
             lambda_http::Body::Text(t) => Body::Text(t),
@@ -170,6 +182,7 @@ impl Delivery {
             kind,
             source_ip,
             headers,
+            signature_headers,
             body,
             ..self
         }
@@ -183,6 +196,19 @@ fn has_undecodable_base64_body(event: &Value) -> bool {
             .get("body")
             .and_then(Value::as_str)
             .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
+}
+
+/// The Standard Webhooks headers as received (names lower-cased): see
+/// [`Delivery::signature_headers`].
+fn signature_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<String, String> {
+    headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, _)| [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER].contains(&k.as_str()))
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }
 
 /// A direct invoke may carry `headers` beside its `body` (as a proxy event does): the signature
