@@ -18,19 +18,21 @@ use crate::import::{Importer, Outcome};
 use crate::ports::SfnExecutions;
 use crate::settings::{BillSettings, PaymentWorkflow};
 
-fn reporter(settings: &Arc<Settings>, config: &aws_config::SdkConfig) -> Arc<IncidentReporter> {
+/// The error path of a bill function: its reporter, and the guard that sends a panic down it
+/// (one failed invocation). Both over the same ports, built once.
+fn error_path(
+    settings: &Arc<Settings>,
+    config: &aws_config::SdkConfig,
+) -> (Arc<IncidentReporter>, PanicGuard) {
     let ports = aws_ports(config);
-    Arc::new(IncidentReporter::new(
+    let guard = PanicGuard::new(settings.clone(), &ports);
+    let reporter = Arc::new(IncidentReporter::new(
         settings.clone(),
         ports.errors,
         ports.alert_gate,
         ports.mailer,
-    ))
-}
-
-/// What turns a panic in a bill function into the error path and one failed invocation.
-fn guard(settings: &Arc<Settings>, config: &aws_config::SdkConfig) -> PanicGuard {
-    PanicGuard::new(settings.clone(), &aws_ports(config))
+    ));
+    (reporter, guard)
 }
 
 /// `payment3-bills-import-<branch>`.
@@ -46,15 +48,11 @@ pub fn run_import() -> Result<(), Error> {
             in_flight: bills.import_in_flight,
             retry: Retry::default(),
         });
-        let incidents = reporter(&settings, &config);
-        serve(
-            "billsimport",
-            guard(&settings, &config),
-            move |event, request_id| {
-                let (importer, incidents) = (importer.clone(), incidents.clone());
-                async move { handle_import(&importer, &incidents, event, &request_id).await }
-            },
-        )
+        let (incidents, guard) = error_path(&settings, &config);
+        serve("billsimport", guard, move |event, request_id| {
+            let (importer, incidents) = (importer.clone(), incidents.clone());
+            async move { handle_import(&importer, &incidents, event, &request_id).await }
+        })
         .await
     })
 }
@@ -146,10 +144,10 @@ pub async fn handle_import(
     Ok(json!({"objects": results, "ignored": notification.ignored}))
 }
 
-async fn api(
-    settings: Arc<Settings>,
+fn api(
     state_machine_arn: Option<String>,
     config: &aws_config::SdkConfig,
+    incidents: Arc<IncidentReporter>,
 ) -> Result<Arc<BillApi>, Error> {
     let bills = Arc::new(BillSettings {
         state_machine_arn,
@@ -160,7 +158,7 @@ async fn api(
         bills: Arc::new(aws_sdk_dynamodb::Client::new(config)),
         executions: Arc::new(SfnExecutions::new(aws_sdk_sfn::Client::new(config))),
         clock: Arc::new(SystemClock),
-        incidents: reporter(&settings, config),
+        incidents,
     }))
 }
 
@@ -168,8 +166,8 @@ async fn api(
 pub fn run_balance() -> Result<(), Error> {
     run(|settings| async move {
         let config = aws_config().await;
-        let guard = guard(&settings, &config);
-        let api = api(settings, None, &config).await?;
+        let (incidents, guard) = error_path(&settings, &config);
+        let api = api(None, &config, incidents)?;
         serve("billsbalance", guard, move |event, request_id| {
             let api = api.clone();
             async move {
@@ -187,8 +185,8 @@ pub fn run_balance() -> Result<(), Error> {
 pub fn run_pay() -> Result<(), Error> {
     run(|settings| async move {
         let config = aws_config().await;
-        let guard = guard(&settings, &config);
-        let api = api(settings, PaymentWorkflow::from_env(), &config).await?;
+        let (incidents, guard) = error_path(&settings, &config);
+        let api = api(PaymentWorkflow::from_env(), &config, incidents)?;
         serve("billspay", guard, move |event, request_id| {
             let api = api.clone();
             async move { Ok::<Value, Error>(answered("billspay", api.pay(event, &request_id).await)) }

@@ -5,6 +5,7 @@
 //! another's. The cooldown is taken only once the e-mail was sent: a failed send holds nothing.
 //! Reporting never fails the function: each step that fails is logged and the next one still runs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -196,10 +197,10 @@ const MAX_REPORTED_EVENT_BYTES: usize = 256 * 1024;
 /// The event, or for a larger one its prefix with its length and SHA-256 (of the text as
 /// received: a hash of over 256 KiB reveals nothing). The prefix ends before any trailing digits,
 /// spaces or dashes, so a card number cut at the boundary cannot slip past the redaction.
-fn bounded_event(event: &Value) -> Value {
+fn bounded_event(event: &Value) -> Cow<'_, Value> {
     let text = event.to_string();
     if text.len() <= MAX_REPORTED_EVENT_BYTES {
-        return event.clone();
+        return Cow::Borrowed(event);
     }
     let mut bounded = truncated_json(&text, KEPT_PREFIX_BYTES);
     if let Some(Value::String(p)) = bounded.get_mut("prefix") {
@@ -208,7 +209,7 @@ fn bounded_event(event: &Value) -> Value {
             .len();
         p.truncate(kept);
     }
-    bounded
+    Cow::Owned(bounded)
 }
 
 /// The most of the event an alert e-mail shows. A person reads it, and SES refuses a message over

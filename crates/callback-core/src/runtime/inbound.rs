@@ -136,16 +136,9 @@ impl Delivery {
                 return base.with_http(request);
             }
         }
-        let raw = match event.get("headers") {
-            Some(Value::Object(map)) => signature_headers(
-                map.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
-            ),
-            _ => BTreeMap::new(),
-        };
         Delivery {
-            headers: direct_headers(&event),
-            signature_headers: raw,
+            headers: redact_headers(direct_headers(&event)),
+            signature_headers: signature_headers(direct_headers(&event)),
             body: direct_body(event),
             ..base
         }
@@ -212,15 +205,14 @@ fn signature_headers<'a>(
 }
 
 /// A direct invoke may carry `headers` beside its `body` (as a proxy event does): the signature
-/// headers of SPEC 4.5 among them. Names lower-cased, secrets redacted; non-text values dropped.
-fn direct_headers(event: &Value) -> BTreeMap<String, String> {
-    match event.get("headers") {
-        Some(Value::Object(map)) => redact_headers(
-            map.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
-        ),
-        _ => BTreeMap::new(),
-    }
+/// headers of SPEC 4.5 among them. The text ones, as sent; non-text values dropped.
+fn direct_headers(event: &Value) -> impl Iterator<Item = (&str, &str)> {
+    event
+        .get("headers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
 }
 
 fn direct_body(event: Value) -> Body {
