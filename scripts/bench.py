@@ -575,15 +575,6 @@ class Bench:
             stack_mod.wait_for_port(port, service.proc, 120, service.name, service.log)
         return upstreams
 
-    def create_tables(self) -> None:
-        """The template's tables with their indexes (no TTL: dynalite has no UpdateTimeToLive,
-        and nothing expires during a bench)."""
-        ddb = self.stack.boto("dynamodb")
-        for spec in stack_mod.table_specs(self.stack.template, self.stack.branch):
-            ddb.create_table(**spec.create)
-            ddb.get_waiter("table_exists").wait(TableName=spec.create["TableName"],
-                                                WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
-
     def start(self) -> None:
         s = self.stack
         s.state_dir.mkdir(parents=True, exist_ok=True)
@@ -592,7 +583,7 @@ class Bench:
         # The stack's own set-up (tables, seeds, the figures' orders) goes the same way, undelayed.
         self.setup = DelayProxy(upstreams, 0, Recorder(), "aws")
         s.ports.moto = self.setup.port  # Stack.urls["moto"]: what Stack's own calls use
-        self.create_tables()
+        s.create_tables(ttl=False)  # dynalite (--createTableMs 0) has them ACTIVE at once
         s.seed()
         s._start_kbank()
         delay = self.args.delay_ms / 1000
@@ -625,9 +616,8 @@ class Bench:
         """Spawns a binary under a fresh Runtime API and feeds it `events` one at a time.
         Returns start-up, first response, [(handed, answered, kind)] of the rest, peak RSS, failures."""
         api = RuntimeApi()
-        binary = (self.args.bin_dir or ROOT / "target" / self.profile) / name
-        if name == "bench-baseline":
-            binary = ROOT / "target" / self.profile / name
+        own = name == "bench-baseline" or not self.args.bin_dir  # the baseline is always this checkout's
+        binary = (ROOT / "target" / self.profile if own else self.args.bin_dir) / name
         log = open(self.state / f"{name}.log", "ab")
         first = events[0]
         api.events.put(("first", first))

@@ -663,11 +663,13 @@ class Stack:
         """Stops moto (the local AWS), as an outage would."""
         self._stop_service("moto")
 
-    def create_tables(self) -> None:
+    def create_tables(self, ttl: bool = True) -> None:
+        """The template's tables with their indexes, and their TTL unless `ttl` is false (make
+        bench: dynalite has no UpdateTimeToLive, and nothing expires during a bench)."""
         ddb = self.boto("dynamodb")
         for spec in table_specs(self.template, self.branch):
             ddb.create_table(**spec.create)
-            if spec.ttl_attribute:
+            if ttl and spec.ttl_attribute:
                 ddb.update_time_to_live(
                     TableName=spec.create["TableName"],
                     TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
