@@ -11,6 +11,8 @@ So is SQS ReceiveMessage: a long poll waits (up to its WaitTimeSeconds) for a me
 another request can send, and the stack's S3-notification pollers (scripts/s3_events.py) poll all
 the time; under the lock every other request queued behind those waits, and the whole local AWS
 crawled at a few requests a second with the CPU idle. moto's queues have their own lock.
+moto's recorder is not safe for that: it writes a large request's JSON and its newline in two
+writes, and an unlocked request's line could land between them, so it gets a lock of its own.
 
 DynamoDB's limits, as AWS enforces them and moto does not (SPEC 4.6): every write (PutItem,
 UpdateItem, BatchWriteItem, TransactWriteItems) is checked before moto sees it, and refused with
@@ -33,6 +35,7 @@ import re
 import threading
 from decimal import Decimal, InvalidOperation
 
+from moto.moto_api._internal.recorder.models import Recorder
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
@@ -49,6 +52,18 @@ def unlocked(environ) -> bool:
         return True
     # SQS's query protocol names the action in the query string (or the form body, not read here).
     return "Action=ReceiveMessage" in environ.get("QUERY_STRING", "")
+
+
+def record_whole_lines() -> None:
+    """One request recorded at a time, so the recording stays one request per line."""
+    record = Recorder._record_request
+    lock = threading.Lock()
+
+    def locked(self, request, body=None):
+        with lock:
+            return record(self, request, body)
+
+    Recorder._record_request = locked
 
 
 # ------------------------------------------------------------------ DynamoDB's limits (SPEC 4.6)
@@ -327,6 +342,7 @@ def main() -> None:
     parser.add_argument("-p", "--port", type=int, default=5000)
     args = parser.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))
+    record_whole_lines()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, OneAtATime(app), threaded=True, use_reloader=False,
                request_handler=MotoRequestHandler)

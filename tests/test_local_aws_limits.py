@@ -5,6 +5,7 @@ our code forgets to check fails the end-to-end tests as it would fail on AWS (mo
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -144,3 +145,53 @@ def test_a_long_poll_of_an_empty_queue_does_not_hold_up_other_requests(ddb):
     assert not poller.is_alive()
     assert [m["Body"] for m in received[0]] == ["hello"]
     assert ddb.get_item(TableName=INBOX, Key=inbox_item("during-poll"))["Item"]["orderId"]["S"] == "during-poll"
+
+
+def test_the_recording_stays_one_request_per_line_while_unlocked_requests_run(tmp_path):
+    """The tests read moto's recording line by line. A long poll is served outside the lock, so
+    the recorder can be writing two requests at once; each must still be one whole JSON line (a
+    large request is written in two parts, and another request's line landed between them)."""
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recording = tmp_path / "recording.jsonl"
+    env = {**os.environ, "MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)}
+    log = open(tmp_path / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "moto_serial.py"), "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        local_stack.wait_for_port(port, proc, 60, "moto")
+        endpoint = f"http://127.0.0.1:{port}"
+        keys = dict(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, **keys)
+        sqs = boto3.client("sqs", endpoint_url=endpoint, **keys)
+        ddb.create_table(TableName="recorded", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")
+        queue_url = sqs.create_queue(QueueName="recorded")["QueueUrl"]
+        done = threading.Event()
+
+        def poll():
+            while not done.is_set():
+                sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+
+        pollers = [threading.Thread(target=poll) for _ in range(4)]
+        for p in pollers:
+            p.start()
+        try:
+            for i in range(150):  # each body is over the 8 KiB a file write buffers
+                ddb.put_item(TableName="recorded", Item={"k": {"S": str(i)}, "v": {"S": "x" * 12_000}})
+        finally:
+            done.set()
+            for p in pollers:
+                p.join(10)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    lines = recording.read_text().split("\n")
+    assert lines[-1] == "", "the recording ends with a whole line"
+    entries = [json.loads(line) for line in lines[:-1]]  # an interleaved write fails here
+    puts = [e for e in entries if e["headers"].get("X-Amz-Target") == "DynamoDB_20120810.PutItem"]
+    assert len(puts) == 150
