@@ -1204,137 +1204,22 @@ mod tests {
 
     // ---- Issue 10: one round trip on the warm path ----
 
-    use crate::ports::error::{InvokeError, StoreError};
-    use crate::ports::{CallbackRecordStore, InboxStore, Invoker, Ports};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use crate::flows::timed::{Timed, DELAY};
 
-    /// The record store, the inbox and the invoker in memory, each call taking `DELAY` (an AWS
-    /// round trip), counted by name, with the most calls ever in flight at once; a named call
-    /// can be made to fail.
-    struct Probe {
-        aws: Arc<MemoryAws>,
-        in_flight: AtomicUsize,
-        max_in_flight: AtomicUsize,
-        calls: Mutex<Vec<&'static str>>,
-        failing: Mutex<Vec<&'static str>>,
-    }
-
-    const DELAY: std::time::Duration = std::time::Duration::from_millis(10);
-
-    impl Probe {
-        fn new(aws: Arc<MemoryAws>) -> Arc<Self> {
-            Arc::new(Probe {
-                aws,
-                in_flight: AtomicUsize::new(0),
-                max_in_flight: AtomicUsize::new(0),
-                calls: Mutex::new(Vec::new()),
-                failing: Mutex::new(Vec::new()),
-            })
-        }
-        fn ports(self: &Arc<Self>, clock: Arc<ManualClock>) -> Ports {
-            let mut ports = self.aws.ports(clock);
-            ports.records = self.clone();
-            ports.inbox = self.clone();
-            ports.invoker = self.clone();
-            ports
-        }
-        fn fail(&self, call: &'static str) {
-            self.failing.lock().unwrap().push(call);
-        }
-        fn calls(&self) -> Vec<&'static str> {
-            let mut calls = self.calls.lock().unwrap().clone();
-            calls.sort();
-            calls
-        }
-        fn max_in_flight(&self) -> usize {
-            self.max_in_flight.load(Ordering::SeqCst)
-        }
-        /// One call: counted, in flight for DELAY, then done (or failed).
-        async fn call(&self, name: &'static str) -> bool {
-            self.calls.lock().unwrap().push(name);
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(DELAY).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            !self.failing.lock().unwrap().contains(&name)
-        }
-    }
-
-    fn down(name: &str) -> StoreError {
-        StoreError::new("call", name, "unreachable (simulated)")
-    }
-
-    #[async_trait::async_trait]
-    impl CallbackRecordStore for Probe {
-        async fn save_callback(
-            &self,
-            table: &str,
-            record: &CallbackRecord,
-            webhook_id: Option<&str>,
-        ) -> Result<SaveOutcome, StoreError> {
-            if !self.call("record").await {
-                return Err(down(table));
-            }
-            self.aws.save_callback(table, record, webhook_id).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl InboxStore for Probe {
-        async fn append(&self, table: &str, entry: &InboxEntry) -> Result<(), StoreError> {
-            if !self.call("inbox.append").await {
-                return Err(down(table));
-            }
-            self.aws.append(table, entry).await
-        }
-        async fn set_outcome(
-            &self,
-            table: &str,
-            entry: &InboxEntry,
-            outcome: &InboxOutcome,
-        ) -> Result<(), StoreError> {
-            if !self.call("inbox.set_outcome").await {
-                return Err(down(table));
-            }
-            self.aws.set_outcome(table, entry, outcome).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Invoker for Probe {
-        async fn invoke_event(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
-            if !self.call("invoke").await {
-                return Err(InvokeError {
-                    function: function.into(),
-                    message: "throttled (simulated)".into(),
-                });
-            }
-            self.aws.invoke_event(function, payload).await
-        }
-        async fn invoke_sync(
-            &self,
-            function: &str,
-            payload: &[u8],
-        ) -> Result<Vec<u8>, InvokeError> {
-            self.aws.invoke_sync(function, payload).await
-        }
-    }
-
-    /// A wallet processor on the probe; the keys are read once before the measured call.
-    async fn probed() -> (World, Arc<Probe>, CallbackProcessor<WalletRecords>) {
+    /// A wallet processor whose record store, inbox and invoker are [`Timed`]; the keys are read
+    /// once before the measured call.
+    async fn probed() -> (World, Arc<Timed>, CallbackProcessor<WalletRecords>) {
         let w = World::new();
-        let probe = Probe::new(w.aws.clone());
-        let p = CallbackProcessor::<WalletRecords>::with_auth(
-            w.settings.clone(),
-            &w.auth,
-            probe.ports(w.clock.clone()),
-        );
+        let probe = Timed::new(w.aws.clone(), w.aws.clone());
+        let mut ports = w.aws.ports(w.clock.clone());
+        ports.records = probe.clone();
+        ports.inbox = probe.clone();
+        ports.invoker = probe.clone();
+        let p = CallbackProcessor::<WalletRecords>::with_auth(w.settings.clone(), &w.auth, ports);
         // Warm the key cache (what the first callback of a container pays once).
         let other = callback(true).replace("482500007436", "482500000000");
         assert_eq!(p.handle(w.http(&other), "warm-up").await["statusCode"], 200);
-        probe.calls.lock().unwrap().clear();
-        probe.max_in_flight.store(0, Ordering::SeqCst);
+        probe.reset();
         (w, probe, p)
     }
 
@@ -1357,7 +1242,7 @@ mod tests {
         // Then the record write, the inbox entry and the dispatch were all in flight at once,
         // nothing else was called (no key read, no second round), and it took one round trip
         assert_eq!(reply["statusCode"], 200);
-        assert_eq!(probe.calls(), ["inbox.append", "invoke", "record"]);
+        assert_eq!(probe.calls(), ["inbox.append", "invoke.event", "record"]);
         assert_eq!(probe.max_in_flight(), 3);
         assert_eq!(took, DELAY);
         assert_eq!(w.aws.secret_reads(), 1);
@@ -1390,7 +1275,7 @@ mod tests {
         let success = w.signed(&callback(true), "msg_once", KEY, 0);
         assert_eq!(p.handle(success.clone(), "a").await["statusCode"], 200);
         // A failure after the success: kept, corrected in a second round
-        probe.calls.lock().unwrap().clear();
+        probe.reset();
         w.tick();
         let (reply, took) = timed(&p, w.http(&callback(false)), "b").await;
         assert_eq!(reply["statusCode"], 200);
@@ -1400,13 +1285,18 @@ mod tests {
         );
         assert_eq!(took, 2 * DELAY);
         // The same signed success again: a replay, corrected in a second round
-        probe.calls.lock().unwrap().clear();
+        probe.reset();
         w.tick();
         let (reply, took) = timed(&p, success, "c").await;
         assert_eq!(reply["statusCode"], 200);
         assert_eq!(
             probe.calls(),
-            ["inbox.append", "inbox.set_outcome", "invoke", "record"]
+            [
+                "inbox.append",
+                "inbox.set_outcome",
+                "invoke.event",
+                "record"
+            ]
         );
         assert_eq!(took, 2 * DELAY);
         let outcomes: Vec<_> = w
@@ -1444,7 +1334,7 @@ mod tests {
     /// dispatches and answers 200. Nothing is lost.
     #[tokio::test(start_paused = true)]
     async fn every_failure_combination_is_a_500_and_the_retry_completes_it() {
-        let calls = ["record", "inbox.append", "invoke"];
+        let calls = ["record", "inbox.append", "invoke.event"];
         for mask in 1..8u8 {
             let (w, probe, p) = probed().await;
             let failing: Vec<&'static str> = calls
@@ -1480,7 +1370,7 @@ mod tests {
                 None => assert!(failing.contains(&"inbox.append"), "{failing:?}"),
             }
             // When the gateway retries the same delivery with everything up
-            probe.failing.lock().unwrap().clear();
+            probe.recover();
             w.clock.advance(chrono::Duration::seconds(10));
             let dispatched_before = w
                 .aws
