@@ -40,6 +40,8 @@ from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
 
+from stack import SENT_PATH  # the stack and the tests read what was sent there
+
 UNLOCKED = ("/moto-api/recorder/replay-recording",)
 UNLOCKED_TARGETS = ("AmazonSQS.ReceiveMessage",)
 
@@ -252,8 +254,6 @@ class Limits:
 
 
 # ------------------------------------------------------------------ what SES and SNS sent
-
-SENT_PATH = "/payment3/sent"
 
 
 def sent_messages() -> dict:

@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# scripts/moto_serial.py's endpoint for what SES and SNS sent.
+# What SES and SNS sent, served by scripts/moto_serial.py (which imports it from here).
 SENT_PATH = "/payment3/sent"
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
